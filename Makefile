@@ -1,0 +1,62 @@
+# quilkin-c: thin wrapper around CMake. All output goes under build*/ (never committed).
+#   make run     install deps, build, run the proxy on examples/quilkin.yaml
+#   make test    install deps, build with ASan+UBSan, run unit tests, fuzz replays,
+#                integration tests, and a bounded libFuzzer run
+#   make bench   install deps, build optimised, run bench/bench.sh (prints a table)
+
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PYTHON     ?= /usr/bin/python3
+BUILD      := build
+BUILD_ASAN := build-asan
+BUILD_FUZZ := build-fuzz
+FUZZ_SECS  ?= 20
+
+.PHONY: all deps build build-asan run test unit integration fuzz bench clean fmt check-deps
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/build.ninja $(BUILD)/Makefile:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(BUILD_ASAN)/Makefile:
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DQK_SANITIZE=ON >/dev/null
+
+build-asan: deps $(BUILD_ASAN)/Makefile
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+run: build
+	$(BUILD)/quilkin -c examples/quilkin.yaml proxy
+
+unit: build-asan
+	cd $(BUILD_ASAN) && ctest --output-on-failure -j $(JOBS)
+
+integration: build-asan
+	QUILKIN_BIN=$(abspath $(BUILD_ASAN))/quilkin \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+fuzz: deps
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+	  -DQK_FUZZ=ON >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	bash fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECS)
+
+test: unit integration fuzz
+	@echo "make test: all suites passed"
+
+bench: build
+	bash bench/bench.sh $(BUILD)
+
+check-deps:
+	bash scripts/check-deps.sh
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -1,0 +1,61 @@
+/* Logging: one line per event on stdout, plain or JSON, starting with the subsystem.
+ * The macros test the level before evaluating their arguments. Nothing on the data path
+ * logs per packet except the Debug filter and LOG_TRACE. */
+#ifndef QK_BASE_LOG_H
+#define QK_BASE_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum log_level {
+    LOG_LEVEL_OFF = 0, /* -q: nothing at all */
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_WARN,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG,
+    LOG_LEVEL_TRACE,
+};
+
+enum log_format {
+    LOG_FORMAT_PLAIN = 0,
+    LOG_FORMAT_JSON,
+};
+
+extern enum log_level log_current_level;
+
+/* Sets level and format. Call once at startup, before any thread starts. */
+void log_init(enum log_level level, enum log_format format);
+
+/* Parses RUST_LOG-style text: "info", "quilkin=debug", "warn,quilkin=trace" (the last
+ * directive wins; targets other than quilkin are ignored). Returns false on nonsense. */
+bool log_parse_level(const char *text, enum log_level *out);
+
+/* Emits one record. `subsys` is e.g. "proxy"; use the macros rather than this. Any thread;
+ * each record is written with a single write(2) so lines never interleave. */
+void log_emit(enum log_level level, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define LOG_AT(lvl, subsys, ...)                                                               \
+    do {                                                                                       \
+        if ((lvl) <= log_current_level)                                                        \
+            log_emit((lvl), (subsys), __VA_ARGS__);                                            \
+    } while (0)
+
+#define LOG_ERROR(subsys, ...) LOG_AT(LOG_LEVEL_ERROR, subsys, __VA_ARGS__)
+#define LOG_WARN(subsys, ...) LOG_AT(LOG_LEVEL_WARN, subsys, __VA_ARGS__)
+#define LOG_INFO(subsys, ...) LOG_AT(LOG_LEVEL_INFO, subsys, __VA_ARGS__)
+#define LOG_DEBUG(subsys, ...) LOG_AT(LOG_LEVEL_DEBUG, subsys, __VA_ARGS__)
+#define LOG_TRACE(subsys, ...) LOG_AT(LOG_LEVEL_TRACE, subsys, __VA_ARGS__)
+
+/* Per-call-site limiter for errors that can repeat on the data path: at most one line per
+ * second per site; the next line that gets through reports how many were suppressed.
+ * A site is owned by one thread (declare it static in a worker-only function or per worker). */
+struct log_ratelimit {
+    uint64_t last_ns;
+    uint64_t suppressed;
+};
+
+/* True when the caller may log now; *suppressed receives the count to report. */
+bool log_ratelimit_ok(struct log_ratelimit *rl, uint64_t now_ns, uint64_t *suppressed);
+
+#endif

@@ -1,0 +1,31 @@
+/* Shared command-line plumbing: global options, value parsers with the spec's usage-error
+ * behaviour (exit 2), and the sub-command entry points. Only cli/ may exit(). */
+#ifndef QK_CLI_CLI_H
+#define QK_CLI_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define EXIT_USAGE 2
+#define EXIT_RUNTIME 255
+
+/* Options accepted before the sub-command (spec cli.md §1). */
+struct global_opts {
+    bool no_admin;
+    const char *config_path;   /* NULL: the default lookup */
+    const char *admin_address; /* validated IP:PORT text */
+    bool quiet;
+};
+
+/* Prints "quilkin: MESSAGE" and a hint to stderr, then exits 2. */
+void cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Value parsers: exit 2 with a message naming the option on bad input. */
+uint16_t cli_parse_u16(const char *opt, const char *text);
+uint64_t cli_parse_u64(const char *opt, const char *text);
+bool cli_parse_bool_env(const char *var, const char *text);
+
+/* Sub-commands; argv[0] is the sub-command name. They return the process exit status. */
+int cli_proxy(const struct global_opts *g, int argc, char **argv);
+
+#endif

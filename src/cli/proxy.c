@@ -1,0 +1,390 @@
+/* `quilkin proxy`: options (spec cli.md §2.1), start-up order, the control loop (signals,
+ * graceful drain) and exit codes. Owns the workers and the published snapshot. */
+#include "base/err.h"
+#include "base/log.h"
+#include "cli/cli.h"
+#include "config/config.h"
+#include "net/addr.h"
+#include "net/sock.h"
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TO 1024
+#define MAX_WORKERS 256
+#define DEFAULT_PORT 7777
+#define DEFAULT_QCMP_PORT 7600
+#define DEFAULT_SESSION_TIMEOUT_SECS 60
+#define DEFAULT_MAX_SESSIONS 65536
+#define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
+#define GAME_SOCKET_BUF (4 * 1024 * 1024)
+
+static const char proxy_usage[] =
+    "Run Quilkin as a UDP reverse game server proxy\n"
+    "\n"
+    "Usage: quilkin proxy [OPTIONS]\n"
+    "\n"
+    "Options:\n"
+    "  -m, --management-server <URL>  xDS management server (not supported yet)\n"
+    "                                 [env: QUILKIN_MANAGEMENT_SERVER]\n"
+    "      --mmdb <MMDB>              MaxMind database (not supported; ignored) [env: MMDB]\n"
+    "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
+    "  -q, --qcmp-port <QCMP_PORT>    QCMP port [env: QUILKIN_QCMP_PORT] [default: 7600]\n"
+    "  -t, --to <TO>                  Static endpoint IP:PORT, repeatable [env: QUILKIN_DEST]\n"
+    "      --idle-request-interval-secs <SECS>\n"
+    "                                 xDS re-request interval [default: 30]\n"
+    "      --session-timeout-secs <SECS>\n"
+    "                                 Idle session timeout (extension)\n"
+    "                                 [env: QUILKIN_SESSION_TIMEOUT_SECS] [default: 60]\n"
+    "      --max-sessions <N>         Session table limit (extension)\n"
+    "                                 [env: QUILKIN_MAX_SESSIONS] [default: 65536, capped by\n"
+    "                                 the open-files limit]\n"
+    "      --workers <N>              Worker threads (extension) [env: QUILKIN_WORKERS]\n"
+    "                                 [default: one per available CPU]\n"
+    "  -h, --help                     Print help\n";
+
+struct proxy_opts {
+    const char *management_server;
+    uint16_t port, qcmp_port;
+    struct addr to[MAX_TO];
+    size_t n_to;
+    uint64_t session_timeout_secs;
+    uint64_t max_sessions; /* 0: default */
+    uint64_t workers;      /* 0: one per CPU */
+};
+
+static void add_to(struct proxy_opts *o, const char *text)
+{
+    if (o->n_to == MAX_TO)
+        cli_usage_error("too many '--to' values (at most %d)", MAX_TO);
+    if (addr_parse(text, &o->to[o->n_to]) < 0)
+        cli_usage_error("invalid value '%s' for '--to <TO>': expected IP:PORT or [IPv6]:PORT",
+                        text);
+    o->n_to++;
+}
+
+static void parse_options(struct proxy_opts *o, int argc, char **argv)
+{
+    const char *env;
+    o->port = DEFAULT_PORT;
+    o->qcmp_port = DEFAULT_QCMP_PORT;
+    o->session_timeout_secs = DEFAULT_SESSION_TIMEOUT_SECS;
+    if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")))
+        o->management_server = env;
+    if ((env = getenv("QUILKIN_PORT")))
+        o->port = cli_parse_u16("QUILKIN_PORT", env);
+    if ((env = getenv("QUILKIN_QCMP_PORT")))
+        o->qcmp_port = cli_parse_u16("QUILKIN_QCMP_PORT", env);
+    if ((env = getenv("QUILKIN_SESSION_TIMEOUT_SECS")))
+        o->session_timeout_secs = cli_parse_u64("QUILKIN_SESSION_TIMEOUT_SECS", env);
+    if ((env = getenv("QUILKIN_MAX_SESSIONS")))
+        o->max_sessions = cli_parse_u64("QUILKIN_MAX_SESSIONS", env);
+    if ((env = getenv("QUILKIN_WORKERS")))
+        o->workers = cli_parse_u64("QUILKIN_WORKERS", env);
+    bool to_from_cli = false;
+
+    enum { OPT_MMDB = 256, OPT_IDLE, OPT_TIMEOUT, OPT_MAX_SESSIONS, OPT_WORKERS };
+    static const struct option opts[] = {
+        {"management-server", required_argument, NULL, 'm'},
+        {"mmdb", required_argument, NULL, OPT_MMDB},
+        {"port", required_argument, NULL, 'p'},
+        {"qcmp-port", required_argument, NULL, 'q'},
+        {"to", required_argument, NULL, 't'},
+        {"idle-request-interval-secs", required_argument, NULL, OPT_IDLE},
+        {"session-timeout-secs", required_argument, NULL, OPT_TIMEOUT},
+        {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+        {"workers", required_argument, NULL, OPT_WORKERS},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "m:p:q:t:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            o->management_server = optarg;
+            break;
+        case OPT_MMDB:
+            LOG_WARN("proxy", "--mmdb is not supported by this build; ignoring %s", optarg);
+            break;
+        case 'p':
+            o->port = cli_parse_u16("--port <PORT>", optarg);
+            break;
+        case 'q':
+            o->qcmp_port = cli_parse_u16("--qcmp-port <QCMP_PORT>", optarg);
+            break;
+        case 't':
+            if (!to_from_cli)
+                o->n_to = 0; /* the command line overrides QUILKIN_DEST */
+            to_from_cli = true;
+            add_to(o, optarg);
+            break;
+        case OPT_IDLE:
+            cli_parse_u64("--idle-request-interval-secs <SECS>", optarg);
+            break;
+        case OPT_TIMEOUT:
+            o->session_timeout_secs = cli_parse_u64("--session-timeout-secs <SECS>", optarg);
+            break;
+        case OPT_MAX_SESSIONS:
+            o->max_sessions = cli_parse_u64("--max-sessions <N>", optarg);
+            break;
+        case OPT_WORKERS:
+            o->workers = cli_parse_u64("--workers <N>", optarg);
+            break;
+        case 'h':
+            fputs(proxy_usage, stdout);
+            exit(0);
+        default:
+            cli_usage_error("invalid option for 'proxy' (see 'quilkin proxy --help')");
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s' for 'proxy'", argv[optind]);
+    if (!to_from_cli && (env = getenv("QUILKIN_DEST")) && *env)
+        add_to(o, env);
+    if (o->n_to && o->management_server)
+        cli_usage_error("the argument '--to <TO>' cannot be used with "
+                        "'--management-server <URL>'");
+    if (o->session_timeout_secs == 0 || o->session_timeout_secs > 86400)
+        cli_usage_error("invalid value for '--session-timeout-secs': must be 1..=86400");
+    if (o->workers > MAX_WORKERS)
+        cli_usage_error("invalid value for '--workers': must be 0..=%d", MAX_WORKERS);
+}
+
+/* CPUs this process may run on, further limited by a cgroup v2 CPU quota. */
+static unsigned available_cpus(void)
+{
+    cpu_set_t set;
+    unsigned n = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        n = (unsigned)CPU_COUNT(&set);
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char quota[32];
+        unsigned long period;
+        if (fscanf(f, "%31s %lu", quota, &period) == 2 && strcmp(quota, "max") != 0 &&
+            period > 0) {
+            unsigned long q = strtoul(quota, NULL, 10);
+            unsigned lim = (unsigned)((q + period - 1) / period);
+            if (lim >= 1 && lim < n)
+                n = lim;
+        }
+        fclose(f);
+    }
+    return n;
+}
+
+/* Raises the open-files limit to its hard maximum (one descriptor per session) and returns
+ * the soft limit now in force. */
+static uint64_t raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
+}
+
+static uint32_t total_sessions(struct worker **ws, unsigned n)
+{
+    uint32_t sum = 0;
+    for (unsigned i = 0; i < n; i++)
+        sum += worker_session_count(ws[i]);
+    return sum;
+}
+
+static void log_stats(struct worker **ws, unsigned n)
+{
+    struct worker_stats s;
+    memset(&s, 0, sizeof(s));
+    for (unsigned i = 0; i < n; i++)
+        worker_stats_add(ws[i], &s);
+    LOG_INFO("proxy",
+             "totals: read %lu packets / %lu bytes, write %lu packets / %lu bytes, "
+             "sessions created %lu, expired %lu, upstream errors %lu",
+             (unsigned long)s.packets_read, (unsigned long)s.bytes_read,
+             (unsigned long)s.packets_write, (unsigned long)s.bytes_write,
+             (unsigned long)s.sessions_created, (unsigned long)s.sessions_expired,
+             (unsigned long)s.upstream_errors);
+    for (int r = 0; r < DROP_REASON_COUNT; r++)
+        if (s.drops[r])
+            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)s.drops[r],
+                     drop_reason_text((enum drop_reason)r));
+}
+
+/* Waits for SIGINT/SIGTERM. The first starts the drain of spec cli.md §5 (client traffic
+ * still forwarded, replies no longer relayed, exit once every session expired); a second
+ * signal exits at once. */
+static void control_loop(struct worker_control *ctl, struct worker **ws, unsigned n,
+                         const sigset_t *sigs)
+{
+    bool draining = false;
+    for (;;) {
+        struct timespec tick = {.tv_sec = 1};
+        int sig = sigtimedwait(sigs, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM) {
+            if (draining) {
+                LOG_INFO("proxy", "second signal: exiting now");
+                return;
+            }
+            draining = true;
+            atomic_store(&ctl->draining, true);
+            LOG_INFO("proxy",
+                     "shutting down: draining %u sessions (replies are no longer relayed; "
+                     "signal again to exit now)",
+                     total_sessions(ws, n));
+        }
+        if (draining && total_sessions(ws, n) == 0)
+            return;
+    }
+}
+
+int cli_proxy(const struct global_opts *g, int argc, char **argv)
+{
+    struct proxy_opts *o = calloc(1, sizeof(*o));
+    if (!o) {
+        fprintf(stderr, "quilkin: out of memory\n");
+        return EXIT_RUNTIME;
+    }
+    parse_options(o, argc, argv);
+    LOG_INFO("proxy", "Starting Quilkin version=%s", QK_VERSION);
+    if (!g->no_admin)
+        LOG_WARN("admin", "the admin server is not implemented yet; not listening on %s",
+                 g->admin_address ? g->admin_address : "[::]:8000");
+
+    int status = EXIT_RUNTIME;
+    struct err e = {{0}};
+    struct config *cfg = NULL;
+    struct snapshot *snap = NULL;
+    struct worker *ws[MAX_WORKERS] = {0};
+    unsigned n_workers = 0;
+    struct worker_control ctl;
+    atomic_init(&ctl.draining, false);
+    atomic_init(&ctl.stopping, false);
+
+    char used_path[PATH_MAX];
+    if (config_load_file(g->config_path, &cfg, used_path, &e) < 0) {
+        LOG_ERROR("config", "%s", e.msg);
+        fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
+        goto out;
+    }
+    LOG_INFO("config", "loaded %s", used_path[0] ? used_path : "built-in default config");
+    if (o->management_server) {
+        LOG_ERROR("proxy", "--management-server (xDS) is not supported yet");
+        fprintf(stderr, "quilkin: --management-server (xDS) is not supported yet\n");
+        goto out;
+    }
+    if (o->n_to && config_set_unlocated(cfg, o->to, o->n_to) < 0) {
+        LOG_ERROR("proxy", "out of memory");
+        goto out;
+    }
+    if (config_endpoint_count(cfg) == 0) {
+        const char *msg = "`quilkin proxy` requires at least one `to` address or "
+                          "`management_server` endpoint.";
+        LOG_ERROR("proxy", "%s", msg);
+        fprintf(stderr, "quilkin: %s\n", msg);
+        goto out;
+    }
+
+    n_workers = o->workers ? (unsigned)o->workers : available_cpus();
+    if (n_workers > MAX_WORKERS)
+        n_workers = MAX_WORKERS;
+    if (snapshot_create(cfg, n_workers, &snap, &e) < 0) {
+        LOG_ERROR("config", "%s", e.msg);
+        fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
+        n_workers = 0;
+        goto out;
+    }
+    cfg = NULL; /* owned by the snapshot */
+    if (snap->n_unresolved)
+        LOG_WARN("config", "%u endpoint names did not resolve", snap->n_unresolved);
+
+    uint64_t nofile = raise_nofile();
+    uint64_t max_sessions = o->max_sessions ? o->max_sessions : DEFAULT_MAX_SESSIONS;
+    if (nofile > FD_RESERVE && max_sessions > nofile - FD_RESERVE) {
+        if (o->max_sessions)
+            LOG_WARN("proxy", "--max-sessions %lu exceeds the open-files limit %lu; using %lu",
+                     (unsigned long)max_sessions, (unsigned long)nofile,
+                     (unsigned long)(nofile - FD_RESERVE));
+        max_sessions = nofile - FD_RESERVE;
+    }
+    /* each worker gets an equal share; the kernel's flow hash spreads clients evenly */
+    uint32_t per_worker = (uint32_t)((max_sessions + n_workers - 1) / n_workers);
+
+    /* Block the signals in every thread; the control loop takes them with sigtimedwait. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    uint16_t port = o->port;
+    for (unsigned i = 0; i < n_workers; i++) {
+        int fd = sock_udp_bind(port, 1, GAME_SOCKET_BUF);
+        if (fd < 0) {
+            LOG_ERROR("proxy", "cannot bind UDP [::]:%u: %s", port, strerror(-fd));
+            fprintf(stderr, "quilkin: cannot bind UDP [::]:%u: %s\n", port, strerror(-fd));
+            goto out;
+        }
+        if (port == 0)
+            port = sock_local_port(fd); /* --port 0: every worker joins the first's port */
+        struct worker_opts wo = {.index = i,
+                                 .game_fd = fd,
+                                 .max_sessions = per_worker,
+                                 .session_timeout_ns = o->session_timeout_secs * 1000000000ull,
+                                 .control = &ctl};
+        ws[i] = worker_create(&wo, &e);
+        if (!ws[i]) {
+            LOG_ERROR("proxy", "%s", e.msg);
+            goto out;
+        }
+    }
+    snapshot_publish(snap);
+    snap = NULL;
+    for (unsigned i = 0; i < n_workers; i++) {
+        int rc = worker_start(ws[i]);
+        if (rc < 0) {
+            LOG_ERROR("proxy", "cannot start worker %u: %s", i, strerror(-rc));
+            atomic_store(&ctl.stopping, true);
+            goto out;
+        }
+    }
+    LOG_INFO("proxy",
+             "listening on [::]:%u (UDP, IPv4 and IPv6) with %u workers, session timeout %lus, "
+             "max sessions %lu",
+             port, n_workers, (unsigned long)o->session_timeout_secs,
+             (unsigned long)((uint64_t)per_worker * n_workers));
+    LOG_INFO("proxy", "Quilkin is ready");
+    control_loop(&ctl, ws, n_workers, &sigs);
+    log_stats(ws, n_workers);
+    status = 0;
+out:
+    atomic_store(&ctl.stopping, true);
+    for (unsigned i = 0; i < n_workers; i++)
+        if (ws[i])
+            worker_join(ws[i]);
+    for (unsigned i = 0; i < n_workers; i++)
+        worker_destroy(ws[i]);
+    snapshot_publish(NULL);
+    snapshot_destroy(snap);
+    config_destroy(cfg);
+    free(o);
+    if (status == 0)
+        LOG_INFO("proxy", "shutdown complete");
+    return status;
+}

@@ -1,0 +1,85 @@
+/* The configuration model: what a YAML file (or, later, xDS) says, decoded and validated,
+ * before anything runtime is built from it. config_parse is pure: bytes in, a config or an
+ * error naming the place out. A config is immutable once returned. */
+#ifndef QK_CONFIG_CONFIG_H
+#define QK_CONFIG_CONFIG_H
+
+#include "net/addr.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct err;
+struct node;
+
+/* A decoded routing token (owned by its endpoint). */
+struct token {
+    uint8_t *bytes;
+    size_t len;
+};
+
+struct endpoint_cfg {
+    char *host;       /* owned DNS name when the address was not an IP literal, else NULL */
+    struct addr addr; /* IP literal, canonical (v4-mapped folded to IPv4); for names only
+                         .port is set and .family is 0 */
+    struct token *tokens; /* owned array of decoded quilkin.dev tokens, sorted bytewise */
+    size_t n_tokens;
+    const struct node *metadata; /* borrowed from config->root: the endpoint's metadata map
+                                    as written (including quilkin.dev), or NULL */
+};
+
+struct locality {
+    char *region, *zone, *sub_zone; /* owned, never NULL ("" when absent) */
+};
+
+struct cluster_group {
+    bool has_locality;
+    struct locality locality;       /* valid when has_locality */
+    struct endpoint_cfg *endpoints; /* owned; ascending address order, unique addresses */
+    size_t n_endpoints;
+};
+
+struct filter_cfg {
+    char *name;                /* owned */
+    char *label;               /* owned, NULL when absent or null */
+    const struct node *config; /* borrowed from config->root; NULL when absent or null */
+};
+
+/* Owns everything it points to, including the parsed YAML tree. */
+struct config {
+    char *id;                     /* owned */
+    struct cluster_group *groups; /* owned; file order */
+    size_t n_groups;
+    struct filter_cfg *filters; /* owned; chain order */
+    size_t n_filters;
+    struct node *root; /* owned YAML tree (NULL for configs not built from YAML) */
+};
+
+/* Parses and validates a YAML config (spec config.md §2-§6, both cluster forms). Filter
+ * entries are checked for shape only (name/label/config keys); filter names and configs are
+ * validated later by the filter registry. On error returns -EINVAL and sets e to
+ * "SOURCE:LINE:COL: KEY.PATH: reason" (e.g. "quilkin.yaml:7:11:
+ * clusters[0].endpoints[1].address: port is required"). Any thread. */
+int config_parse(const char *buf, size_t len, const char *source_name, struct config **out,
+                 struct err *e);
+
+/* Loads the config following spec config.md §1: path (NULL means "quilkin.yaml"); on ENOENT
+ * /etc/quilkin/quilkin.yaml; on ENOENT again the empty default config. *used_path receives
+ * the file actually read, or "" for the built-in default (buffer of PATH_MAX). */
+int config_load_file(const char *path, struct config **out, char *used_path, struct err *e);
+
+/* The built-in default: no clusters, no filters, id = host name. NULL on OOM. */
+struct config *config_default(void);
+
+/* Replaces the endpoints of the group without locality with `to` (creating that group if
+ * needed), as `proxy --to` does (spec cli.md §2.1 step 3). 0 or -ENOMEM. */
+int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to);
+
+/* Total number of endpoints over all groups. */
+size_t config_endpoint_count(const struct config *c);
+
+/* Frees c and everything it owns. NULL is a no-op. */
+void config_destroy(struct config *c);
+
+#endif

@@ -1,0 +1,73 @@
+/* Socket creation helpers; see sock.h. */
+#include "net/sock.h"
+
+#include "net/addr.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int new_dual_stack(void)
+{
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -errno;
+    int off = 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == -1) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int sock_udp_bind(uint16_t port, int reuseport, int buf_bytes)
+{
+    int fd = new_dual_stack();
+    if (fd < 0)
+        return fd;
+    int on = 1;
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1)
+        goto fail;
+    if (buf_bytes > 0) {
+        /* best effort: the kernel caps these at net.core.{r,w}mem_max */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf_bytes, sizeof(buf_bytes));
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf_bytes, sizeof(buf_bytes));
+    }
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(port),
+                              .sin6_addr = IN6ADDR_ANY_INIT};
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
+        goto fail;
+    return fd;
+fail:;
+    int rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int sock_udp_connected(const struct addr *peer)
+{
+    int fd = new_dual_stack();
+    if (fd < 0)
+        return fd;
+    struct sockaddr_in6 sa;
+    addr_to_sin6(peer, &sa);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+uint16_t sock_local_port(int fd)
+{
+    struct sockaddr_in6 sa;
+    socklen_t len = sizeof(sa);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == -1)
+        return 0;
+    return ntohs(sa.sin6_port);
+}

@@ -1,0 +1,118 @@
+/* Snapshot build, publish and retire. Building allocates and may block on DNS (control
+ * thread); readers only dereference one RCU-protected pointer. */
+#include "proxy/snapshot.h"
+
+#include "base/err.h"
+#include "base/log.h"
+#include "config/config.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu-qsbr.h>
+
+static struct snapshot *current_snapshot;
+static uint64_t generation_counter;
+
+/* Resolves a DNS name once. spec proxy.md §7: prefer an IPv6 answer, else IPv4.
+ * Deviation: names are resolved when a snapshot is built, not per packet, so the data
+ * path never blocks on the resolver; a name that fails to resolve leaves the endpoint
+ * unresolved (its packets are dropped and counted). */
+static void resolve(const char *host, uint16_t port, struct addr *out)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    memset(out, 0, sizeof(*out));
+    if (rc != 0) {
+        LOG_WARN("config", "cannot resolve endpoint %s: %s", host, gai_strerror(rc));
+        return;
+    }
+    const struct addrinfo *pick = NULL;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET6) {
+            pick = ai;
+            break;
+        }
+        if (ai->ai_family == AF_INET && !pick)
+            pick = ai;
+    }
+    if (pick && addr_from_sockaddr(out, pick->ai_addr, pick->ai_addrlen))
+        out->port = port;
+    else
+        memset(out, 0, sizeof(*out));
+    freeaddrinfo(res);
+}
+
+int snapshot_create(struct config *cfg, unsigned n_workers, struct snapshot **out,
+                    struct err *e)
+{
+    struct snapshot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return err_set(e, "out of memory building the configuration snapshot"), -ENOMEM;
+    size_t n = config_endpoint_count(cfg);
+    if (n > UINT32_MAX / 2) {
+        free(s);
+        return err_set(e, "too many endpoints (%zu)", n);
+    }
+    if (n) {
+        s->eps = calloc(n, sizeof(*s->eps));
+        if (!s->eps) {
+            free(s);
+            return err_set(e, "out of memory building the endpoint list"), -ENOMEM;
+        }
+    }
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        const struct cluster_group *grp = &cfg->groups[g];
+        for (size_t i = 0; i < grp->n_endpoints; i++) {
+            const struct endpoint_cfg *ec = &grp->endpoints[i];
+            struct endpoint *ep = &s->eps[s->n_eps++];
+            ep->cfg = ec;
+            if (ec->host)
+                resolve(ec->host, ec->addr.port, &ep->addr);
+            else
+                ep->addr = ec->addr;
+            if (ep->addr.family == 0)
+                s->n_unresolved++;
+        }
+    }
+    struct filter_build b = {.keys = &s->keys, .n_workers = n_workers};
+    int rc = chain_build(&s->chain, cfg->filters, cfg->n_filters, &b, e);
+    if (rc < 0) {
+        keytab_deinit(&s->keys);
+        free(s->eps);
+        free(s);
+        return rc;
+    }
+    s->cfg = cfg;
+    *out = s;
+    return 0;
+}
+
+void snapshot_destroy(struct snapshot *s)
+{
+    if (!s)
+        return;
+    chain_deinit(&s->chain);
+    keytab_deinit(&s->keys);
+    free(s->eps);
+    config_destroy(s->cfg);
+    free(s);
+}
+
+void snapshot_publish(struct snapshot *s)
+{
+    if (s)
+        s->generation = ++generation_counter;
+    struct snapshot *old = rcu_xchg_pointer(&current_snapshot, s);
+    if (old) {
+        synchronize_rcu();
+        snapshot_destroy(old);
+    }
+}
+
+struct snapshot *snapshot_current(void)
+{
+    return rcu_dereference(current_snapshot);
+}

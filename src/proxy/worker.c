@@ -1,0 +1,520 @@
+/* The worker loop (see worker.h). Per packet: no malloc, no lock, no syscall except the
+ * batched recvmmsg/sendmmsg; creating a session costs socket+connect+epoll_ctl once.
+ * Each session has its own connected upstream socket, so replies are demultiplexed by the
+ * kernel and for one endpoint no two sessions share a source port (spec proxy.md §5.3). */
+#include "proxy/worker.h"
+
+#include "base/arena.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "filters/chain.h"
+#include "net/addr.h"
+#include "net/sock.h"
+#include "proxy/session.h"
+#include "proxy/snapshot.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <urcu-qsbr.h>
+
+#define RX_BATCH 32      /* datagrams per recvmmsg */
+#define RX_ROUNDS 8      /* recvmmsg rounds per readiness event, for fairness */
+#define TX_CAP 256       /* staged upstream sends before a forced flush */
+#define HEADROOM 256     /* room for filters to prepend */
+#define MAX_DGRAM 65536  /* largest UDP payload plus one, to detect truncation */
+#define TAILROOM 1024    /* room for filters to append */
+#define BUF_CAP (HEADROOM + MAX_DGRAM + TAILROOM)
+#define EPOLL_EVENTS 64
+#define TICK_MS 250      /* epoll timeout: expiry runs at least this often */
+#define ARENA_BYTES (64 * 1024)
+#define GAME_TOKEN UINT64_MAX
+
+struct tx_entry {
+    uint32_t session; /* index in the table */
+    uint32_t next;    /* next staged send of the same session, or SESSION_NIL */
+    bool is_head;
+    struct iovec iov;
+};
+
+struct worker {
+    unsigned index;
+    int game_fd;
+    int epfd;
+    pthread_t thread;
+    bool started;
+    struct worker_control *control;
+    struct session_table *sessions;
+    uint64_t timeout_ns;
+    struct arena scratch;
+    uint64_t now_ns, now_unix_ns;
+    bool table_full_logged;
+    struct log_ratelimit rl_upstream, rl_socket;
+
+    /* client -> server: receive buffers and staged sends */
+    uint8_t *rx_mem;
+    struct mmsghdr rx_msgs[RX_BATCH];
+    struct iovec rx_iov[RX_BATCH];
+    struct sockaddr_in6 rx_from[RX_BATCH];
+    struct tx_entry tx[TX_CAP];
+    uint32_t n_tx;
+    uint64_t tx_batch;
+    struct mmsghdr tx_msgs[TX_CAP];
+
+    /* server -> client: receive buffers and staged replies on the game socket */
+    uint8_t *reply_mem;
+    struct mmsghdr rep_rx[RX_BATCH];
+    struct iovec rep_rx_iov[RX_BATCH];
+    uint32_t n_rep;
+    struct mmsghdr rep_tx[RX_BATCH];
+    struct iovec rep_tx_iov[RX_BATCH];
+    struct sockaddr_in6 rep_to[RX_BATCH];
+    uint32_t n_rep_tx;
+
+    _Atomic uint32_t published_sessions;
+    struct worker_stats stats;
+};
+
+static const char *const reason_text[DROP_REASON_COUNT] = {
+    [DROP_NO_ENDPOINTS] = "No upstream endpoints available",
+    [DROP_FILTER_READ] = "filter  error",
+    [DROP_FILTER_WRITE] = "proxy::Session::process_recv_packet: filter  error",
+    [DROP_SESSION_LIMIT] = "session limit reached",
+    [DROP_UPSTREAM_SOCKET] = "OS level error: cannot create upstream socket",
+    [DROP_UNRESOLVED] = "OS level error: endpoint address did not resolve",
+    [DROP_SEND_UPSTREAM] = "OS level error: send to endpoint failed",
+    [DROP_SEND_DOWNSTREAM] =
+        "proxy::Session::process_recv_packet: failed to send packet downstream",
+    [DROP_DRAINING] = "shutting down",
+};
+
+const char *drop_reason_text(enum drop_reason r)
+{
+    return r < DROP_REASON_COUNT ? reason_text[r] : "unknown";
+}
+
+/* Single-writer counter bump: a relaxed load and store, no locked instruction. */
+static inline void stat_add(uint64_t *c, uint64_t v)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+static void drop(struct worker *w, enum drop_reason r)
+{
+    stat_add(&w->stats.drops[r], 1);
+}
+
+struct worker *worker_create(const struct worker_opts *o, struct err *e)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w) {
+        close(o->game_fd);
+        err_set(e, "out of memory creating worker %u", o->index);
+        return NULL;
+    }
+    w->index = o->index;
+    w->game_fd = o->game_fd;
+    w->epfd = -1;
+    w->control = o->control;
+    w->timeout_ns = o->session_timeout_ns;
+    uint64_t now = clock_mono_ns();
+    w->sessions = session_table_create(o->max_sessions, o->session_timeout_ns, now,
+                                       now ^ ((uint64_t)o->index << 32) ^ (uintptr_t)w);
+    w->rx_mem = malloc((size_t)RX_BATCH * BUF_CAP);
+    w->reply_mem = malloc((size_t)RX_BATCH * BUF_CAP);
+    if (!w->sessions || !w->rx_mem || !w->reply_mem || arena_init(&w->scratch, ARENA_BYTES)) {
+        err_set(e, "out of memory creating worker %u", o->index);
+        goto fail;
+    }
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd == -1) {
+        err_set(e, "epoll_create1: %s", strerror(errno));
+        goto fail;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = GAME_TOKEN};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->game_fd, &ev) == -1) {
+        err_set(e, "epoll_ctl: %s", strerror(errno));
+        goto fail;
+    }
+    for (unsigned i = 0; i < RX_BATCH; i++) {
+        w->rx_iov[i].iov_base = w->rx_mem + (size_t)i * BUF_CAP + HEADROOM;
+        w->rep_rx_iov[i].iov_base = w->reply_mem + (size_t)i * BUF_CAP + HEADROOM;
+    }
+    return w;
+fail:
+    worker_destroy(w);
+    return NULL;
+}
+
+/* ---- client -> server ---------------------------------------------------------------- */
+
+static void send_all(struct worker *w, int fd, struct mmsghdr *msgs, unsigned n,
+                     enum drop_reason on_fail)
+{
+    unsigned off = 0;
+    while (off < n) {
+        int r = sendmmsg(fd, msgs + off, n - off, 0);
+        if (r > 0) {
+            off += (unsigned)r;
+            continue;
+        }
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+            /* never block a worker: the kernel queue is full, drop the rest */
+            for (; off < n; off++)
+                drop(w, on_fail);
+            return;
+        }
+        /* e.g. ECONNREFUSED reported for an earlier datagram (ICMP): this one is lost */
+        drop(w, on_fail);
+        off++;
+    }
+}
+
+static void flush_upstream(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->n_tx; i++) {
+        if (!w->tx[i].is_head)
+            continue;
+        struct session *s = session_at(w->sessions, w->tx[i].session);
+        unsigned n = 0;
+        for (uint32_t j = i; j != SESSION_NIL; j = w->tx[j].next) {
+            struct msghdr *m = &w->tx_msgs[n++].msg_hdr;
+            memset(m, 0, sizeof(*m));
+            m->msg_iov = &w->tx[j].iov;
+            m->msg_iovlen = 1;
+        }
+        send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM);
+    }
+    w->n_tx = 0;
+    w->tx_batch++;
+}
+
+static void stage_upstream(struct worker *w, struct session *s, uint8_t *data, uint32_t len)
+{
+    if (w->n_tx == TX_CAP)
+        flush_upstream(w);
+    uint32_t i = w->n_tx++;
+    struct tx_entry *t = &w->tx[i];
+    t->session = session_index(w->sessions, s);
+    t->next = SESSION_NIL;
+    t->iov.iov_base = data;
+    t->iov.iov_len = len;
+    if (s->tx_batch == w->tx_batch && s->tx_tail != SESSION_NIL) {
+        w->tx[s->tx_tail].next = i;
+        t->is_head = false;
+    } else {
+        t->is_head = true;
+    }
+    s->tx_batch = w->tx_batch;
+    s->tx_tail = i;
+}
+
+static struct session *open_session(struct worker *w, const struct addr *client,
+                                    const struct addr *ep)
+{
+    struct session *s = session_insert(w->sessions, client, ep, w->now_ns);
+    if (!s) {
+        drop(w, DROP_SESSION_LIMIT);
+        if (!w->table_full_logged) {
+            w->table_full_logged = true;
+            LOG_WARN("proxy", "worker %u: session table full (%u sessions); new sessions are "
+                     "refused until some expire",
+                     w->index, session_capacity(w->sessions));
+        }
+        return NULL;
+    }
+    int fd = sock_udp_connected(ep);
+    if (fd < 0) {
+        uint64_t suppressed;
+        if (log_ratelimit_ok(&w->rl_socket, w->now_ns, &suppressed))
+            LOG_WARN("proxy", "worker %u: cannot open upstream socket: %s (%lu more)", w->index,
+                     strerror(-fd), (unsigned long)suppressed);
+        session_remove(w->sessions, s);
+        drop(w, DROP_UPSTREAM_SOCKET);
+        return NULL;
+    }
+    struct epoll_event ev = {.events = EPOLLIN,
+                             .data.u64 = session_index(w->sessions, s)};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
+        close(fd);
+        session_remove(w->sessions, s);
+        drop(w, DROP_UPSTREAM_SOCKET);
+        return NULL;
+    }
+    s->fd = fd;
+    stat_add(&w->stats.sessions_created, 1);
+    return s;
+}
+
+static void process_read(struct worker *w, const struct snapshot *snap, unsigned i)
+{
+    struct mmsghdr *m = &w->rx_msgs[i];
+    struct pkt_ctx c;
+    if (!addr_from_sockaddr(&c.src, (struct sockaddr *)&w->rx_from[i], m->msg_hdr.msg_namelen))
+        return;
+    if (m->msg_len >= MAX_DGRAM || (m->msg_hdr.msg_flags & MSG_TRUNC))
+        return; /* cannot happen for UDP over IP: payloads are at most 65,527 bytes */
+    if (!snap || snap->n_eps == 0) {
+        drop(w, DROP_NO_ENDPOINTS); /* spec proxy.md §3 step 2: the chain does not run */
+        return;
+    }
+    c.pkt.buf = w->rx_mem + (size_t)i * BUF_CAP;
+    c.pkt.off = HEADROOM;
+    c.pkt.len = m->msg_len;
+    c.pkt.cap = BUF_CAP;
+    memset(&c.dst, 0, sizeof(c.dst));
+    c.all_eps = snap->eps;
+    c.n_all_eps = snap->n_eps;
+    c.eps.idx = NULL;
+    c.eps.n = snap->n_eps;
+    md_clear(&c.md);
+    arena_reset(&w->scratch);
+    c.scratch = &w->scratch;
+    c.worker = w->index;
+    c.now_ns = w->now_ns;
+    c.now_unix_ns = w->now_unix_ns;
+    c.drop_reason = NULL;
+    if (chain_read(&snap->chain, &c) != VERDICT_PASS) {
+        drop(w, DROP_FILTER_READ);
+        return;
+    }
+    uint8_t *data = pkt_data(&c.pkt);
+    uint64_t sent = 0;
+    for (uint32_t k = 0; k < c.eps.n; k++) {
+        const struct endpoint *ep = &snap->eps[c.eps.idx ? c.eps.idx[k] : k];
+        if (ep->addr.family == 0) {
+            drop(w, DROP_UNRESOLVED); /* spec proxy.md §3 step 5: a failure stops the loop */
+            return;
+        }
+        struct session *s = session_lookup(w->sessions, &c.src, &ep->addr);
+        if (s)
+            session_touch(s, w->now_ns);
+        else if (!(s = open_session(w, &c.src, &ep->addr)))
+            return;
+        stage_upstream(w, s, data, c.pkt.len);
+        sent += c.pkt.len;
+    }
+    stat_add(&w->stats.packets_read, 1);
+    stat_add(&w->stats.bytes_read, sent);
+}
+
+static void handle_game(struct worker *w, const struct snapshot *snap)
+{
+    for (int round = 0; round < RX_ROUNDS; round++) {
+        for (unsigned i = 0; i < RX_BATCH; i++) {
+            struct msghdr *h = &w->rx_msgs[i].msg_hdr;
+            w->rx_iov[i].iov_len = MAX_DGRAM;
+            h->msg_name = &w->rx_from[i];
+            h->msg_namelen = sizeof(w->rx_from[i]);
+            h->msg_iov = &w->rx_iov[i];
+            h->msg_iovlen = 1;
+            h->msg_control = NULL;
+            h->msg_controllen = 0;
+            h->msg_flags = 0;
+        }
+        int n = recvmmsg(w->game_fd, w->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            return; /* EAGAIN: drained; other errors: log-free retry on the next event */
+        for (int i = 0; i < n; i++)
+            process_read(w, snap, (unsigned)i);
+        flush_upstream(w);
+        if (n < RX_BATCH)
+            return;
+    }
+}
+
+/* ---- server -> client ---------------------------------------------------------------- */
+
+static void flush_replies(struct worker *w)
+{
+    if (w->n_rep_tx)
+        send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM);
+    w->n_rep_tx = 0;
+    w->n_rep = 0;
+}
+
+static void process_write(struct worker *w, const struct snapshot *snap, struct session *s,
+                          unsigned i)
+{
+    uint32_t len = w->rep_rx[i].msg_len;
+    if (len >= MAX_DGRAM)
+        return;
+    stat_add(&w->stats.packets_write, 1); /* spec admin.md §4.1: counted before the chain */
+    stat_add(&w->stats.bytes_write, len);
+    if (atomic_load_explicit(&w->control->draining, memory_order_relaxed)) {
+        drop(w, DROP_DRAINING);
+        return;
+    }
+    struct pkt_ctx c;
+    c.pkt.buf = w->reply_mem + (size_t)i * BUF_CAP;
+    c.pkt.off = HEADROOM;
+    c.pkt.len = len;
+    c.pkt.cap = BUF_CAP;
+    c.src = s->endpoint;
+    c.dst = s->client;
+    c.all_eps = snap ? snap->eps : NULL;
+    c.n_all_eps = snap ? snap->n_eps : 0;
+    c.eps.idx = NULL;
+    c.eps.n = 0;
+    md_clear(&c.md);
+    arena_reset(&w->scratch);
+    c.scratch = &w->scratch;
+    c.worker = w->index;
+    c.now_ns = w->now_ns;
+    c.now_unix_ns = w->now_unix_ns;
+    c.drop_reason = NULL;
+    if (snap && chain_write(&snap->chain, &c) != VERDICT_PASS) {
+        drop(w, DROP_FILTER_WRITE);
+        return;
+    }
+    session_touch(s, w->now_ns); /* the seed's rule: either direction refreshes */
+    uint32_t t = w->n_rep_tx++;
+    addr_to_sin6(&s->client, &w->rep_to[t]);
+    w->rep_tx_iov[t].iov_base = pkt_data(&c.pkt);
+    w->rep_tx_iov[t].iov_len = c.pkt.len;
+    struct msghdr *h = &w->rep_tx[t].msg_hdr;
+    memset(h, 0, sizeof(*h));
+    h->msg_name = &w->rep_to[t];
+    h->msg_namelen = sizeof(w->rep_to[t]);
+    h->msg_iov = &w->rep_tx_iov[t];
+    h->msg_iovlen = 1;
+}
+
+static void handle_upstream(struct worker *w, const struct snapshot *snap, uint32_t idx)
+{
+    struct session *s = session_at(w->sessions, idx);
+    if (!s || s->fd < 0)
+        return;
+    for (int round = 0; round < RX_ROUNDS; round++) {
+        if (w->n_rep == RX_BATCH)
+            flush_replies(w);
+        unsigned room = RX_BATCH - w->n_rep;
+        for (unsigned i = w->n_rep; i < RX_BATCH; i++) {
+            struct msghdr *h = &w->rep_rx[i].msg_hdr;
+            w->rep_rx_iov[i].iov_len = MAX_DGRAM;
+            memset(h, 0, sizeof(*h));
+            h->msg_iov = &w->rep_rx_iov[i];
+            h->msg_iovlen = 1;
+        }
+        int n = recvmmsg(s->fd, &w->rep_rx[w->n_rep], room, MSG_DONTWAIT, NULL);
+        if (n == -1) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            /* ICMP unreachable and the like: only this session is affected; the pending
+             * error is cleared by reporting it, so the socket stays usable. */
+            stat_add(&w->stats.upstream_errors, 1);
+            uint64_t suppressed;
+            if (log_ratelimit_ok(&w->rl_upstream, w->now_ns, &suppressed)) {
+                char ep[ADDR_STR_CAP];
+                LOG_DEBUG("proxy", "upstream %s: %s (%lu similar suppressed)",
+                          addr_format(&s->endpoint, ep), strerror(errno),
+                          (unsigned long)suppressed);
+            }
+            continue;
+        }
+        if (n == 0)
+            return;
+        unsigned first = w->n_rep;
+        w->n_rep += (unsigned)n;
+        for (unsigned i = first; i < w->n_rep; i++)
+            process_write(w, snap, s, i);
+        if ((unsigned)n < room)
+            return;
+    }
+}
+
+/* ---- loop ---------------------------------------------------------------------------- */
+
+static void close_session(void *ctx, struct session *s)
+{
+    struct worker *w = ctx;
+    if (s->fd >= 0)
+        close(s->fd); /* also leaves the epoll set */
+    s->fd = -1;
+    stat_add(&w->stats.sessions_expired, 1);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct epoll_event evs[EPOLL_EVENTS];
+    rcu_register_thread();
+    while (!atomic_load_explicit(&w->control->stopping, memory_order_relaxed)) {
+        rcu_thread_offline();
+        int n = epoll_wait(w->epfd, evs, EPOLL_EVENTS, TICK_MS);
+        rcu_thread_online();
+        const struct snapshot *snap = snapshot_current();
+        w->now_ns = clock_mono_ns();
+        w->now_unix_ns = clock_unix_ns();
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == GAME_TOKEN)
+                handle_game(w, snap);
+            else
+                handle_upstream(w, snap, (uint32_t)evs[i].data.u64);
+        }
+        flush_replies(w);
+        session_expire(w->sessions, w->now_ns, close_session, w);
+        uint32_t live = session_count(w->sessions);
+        if (w->table_full_logged && live < session_capacity(w->sessions) / 10 * 9) {
+            w->table_full_logged = false;
+            LOG_INFO("proxy", "worker %u: session table has room again (%u sessions)",
+                     w->index, live);
+        }
+        atomic_store_explicit(&w->published_sessions, live, memory_order_relaxed);
+        rcu_quiescent_state();
+    }
+    rcu_unregister_thread();
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0)
+        return -rc;
+    w->started = true;
+    return 0;
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_destroy(struct worker *w)
+{
+    if (!w)
+        return;
+    session_table_destroy(w->sessions, close_session, w);
+    if (w->epfd >= 0)
+        close(w->epfd);
+    if (w->game_fd >= 0)
+        close(w->game_fd);
+    arena_deinit(&w->scratch);
+    free(w->rx_mem);
+    free(w->reply_mem);
+    free(w);
+}
+
+uint32_t worker_session_count(const struct worker *w)
+{
+    return atomic_load_explicit(&w->published_sessions, memory_order_relaxed);
+}
+
+void worker_stats_add(const struct worker *w, struct worker_stats *sum)
+{
+    const uint64_t *src = (const uint64_t *)&w->stats;
+    uint64_t *dst = (uint64_t *)sum;
+    for (size_t i = 0; i < offsetof(struct worker_stats, sessions_expired) / 8 + 1; i++)
+        dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}

@@ -1,0 +1,75 @@
+/* A proxy worker: one thread that owns one SO_REUSEPORT game socket, an epoll set, a
+ * session table with the sessions' upstream sockets, batch buffers, a scratch arena and a
+ * stats shard. Packets go recvmmsg -> filter chain -> sessions -> sendmmsg; replies come
+ * back on the session sockets, run the write chain and leave from the game socket. */
+#ifndef QK_PROXY_WORKER_H
+#define QK_PROXY_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct err;
+
+enum drop_reason {
+    DROP_NO_ENDPOINTS = 0, /* read: the snapshot has no endpoint */
+    DROP_FILTER_READ,      /* read: a filter dropped the packet */
+    DROP_FILTER_WRITE,     /* write: a filter dropped the packet */
+    DROP_SESSION_LIMIT,    /* read: the session table is full */
+    DROP_UPSTREAM_SOCKET,  /* read: no upstream socket could be set up */
+    DROP_UNRESOLVED,       /* read: the endpoint's DNS name did not resolve */
+    DROP_SEND_UPSTREAM,    /* read: sendmmsg to the endpoint failed */
+    DROP_SEND_DOWNSTREAM,  /* write: sendmmsg to the client failed */
+    DROP_DRAINING,         /* write: shutting down, replies are no longer relayed */
+    DROP_REASON_COUNT,
+};
+
+/* Static text of a drop reason (spec proxy.md §10 where it has one). */
+const char *drop_reason_text(enum drop_reason r);
+
+/* One worker's counters. Written only by that worker (relaxed load + store), read by any
+ * thread with relaxed loads. Padded so no two workers share a cache line. */
+struct worker_stats {
+    uint64_t packets_read, bytes_read;   /* client -> server, sent upstream */
+    uint64_t packets_write, bytes_write; /* server -> client, received for a session */
+    uint64_t drops[DROP_REASON_COUNT];
+    uint64_t upstream_errors; /* receive errors on session sockets (ICMP unreachable...) */
+    uint64_t sessions_created, sessions_expired;
+} __attribute__((aligned(64)));
+
+/* Shared by the control thread and all workers. */
+struct worker_control {
+    atomic_bool draining; /* stop relaying server -> client traffic */
+    atomic_bool stopping; /* leave the loop and clean up */
+};
+
+struct worker_opts {
+    unsigned index;
+    int game_fd; /* bound SO_REUSEPORT socket; ownership passes to the worker */
+    uint32_t max_sessions;
+    uint64_t session_timeout_ns;
+    struct worker_control *control; /* borrowed; outlives the worker */
+};
+
+struct worker;
+
+/* Allocates everything the worker will ever need (buffers, table, epoll). NULL with e set
+ * on failure (the game fd is then closed). Control thread. */
+struct worker *worker_create(const struct worker_opts *o, struct err *e);
+
+/* Starts the worker thread. 0 or a negative errno. */
+int worker_start(struct worker *w);
+
+/* Waits for the thread to leave after control->stopping was set. */
+void worker_join(struct worker *w);
+
+/* Closes every socket and frees everything. The thread must have been joined. NULL ok. */
+void worker_destroy(struct worker *w);
+
+/* Live sessions of this worker, as last published by it. Any thread. */
+uint32_t worker_session_count(const struct worker *w);
+
+/* Adds this worker's counters into *sum. Any thread. */
+void worker_stats_add(const struct worker *w, struct worker_stats *sum);
+
+#endif
