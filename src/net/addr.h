@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 /* Plain value, copied freely. Unused bytes of ip[] are always zero (so memcmp works). */
@@ -39,10 +40,7 @@ char *addr_format(const struct addr *a, char *buf);
 
 static inline bool addr_eq(const struct addr *a, const struct addr *b)
 {
-    const uint64_t *x = (const uint64_t *)(const void *)a;
-    const uint64_t *y = (const uint64_t *)(const void *)b;
-    return x[0] == y[0] && x[1] == y[1] && ((const uint32_t *)(x + 2))[0] ==
-                                               ((const uint32_t *)(y + 2))[0];
+    return memcmp(a, b, sizeof(*a)) == 0; /* canonical form: unused bytes are zero */
 }
 
 /* Total order: IPv4 before IPv6, then numerically by address, then by port. */

@@ -1,0 +1,212 @@
+/* Filter chain: read runs first-to-last, write last-to-first, the first drop stops the run;
+ * building through the registry from YAML, and its rejections (tests src/filters/chain.c,
+ * registry.c, pass.c, drop.c, debug.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "base/err.h"
+#include "config/config.h"
+#include "filters/chain.h"
+#include "filters/registry.h"
+
+#include <string.h>
+
+static char trace[64];
+static size_t trace_len;
+
+static enum verdict rec(const struct filter *f, struct pkt_ctx *c, char dir)
+{
+    const char *tag = f->state; /* test filters keep a tag and a drop flag in state */
+    trace[trace_len++] = dir;
+    trace[trace_len++] = tag[0];
+    trace[trace_len] = '\0';
+    if (tag[1] == '!') {
+        c->drop_reason = "test drop";
+        return VERDICT_DROP;
+    }
+    return VERDICT_PASS;
+}
+
+static enum verdict rec_read(const struct filter *f, struct pkt_ctx *c)
+{
+    return rec(f, c, 'r');
+}
+
+static enum verdict rec_write(const struct filter *f, struct pkt_ctx *c)
+{
+    return rec(f, c, 'w');
+}
+
+static const struct filter_ops rec_ops = {.name = "test.Recorder", .read = rec_read,
+                                          .write = rec_write};
+
+static void make_chain(struct chain *ch, struct filter *fs, const char **tags, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&fs[i], 0, sizeof(fs[i]));
+        fs[i].ops = &rec_ops;
+        fs[i].state = (void *)tags[i];
+    }
+    ch->filters = fs;
+    ch->n = n;
+}
+
+static void test_read_forward_write_reverse(void **state)
+{
+    (void)state;
+    struct filter fs[3];
+    const char *tags[] = {"a", "b", "c"};
+    struct chain ch;
+    make_chain(&ch, fs, tags, 3);
+    struct pkt_ctx c;
+    memset(&c, 0, sizeof(c));
+    trace_len = 0;
+    assert_int_equal(chain_read(&ch, &c), VERDICT_PASS);
+    assert_string_equal(trace, "rarbrc");
+    trace_len = 0;
+    assert_int_equal(chain_write(&ch, &c), VERDICT_PASS);
+    assert_string_equal(trace, "wcwbwa");
+}
+
+static void test_first_drop_stops(void **state)
+{
+    (void)state;
+    struct filter fs[3];
+    const char *tags[] = {"a", "b!", "c"};
+    struct chain ch;
+    make_chain(&ch, fs, tags, 3);
+    struct pkt_ctx c;
+    memset(&c, 0, sizeof(c));
+    trace_len = 0;
+    assert_int_equal(chain_read(&ch, &c), VERDICT_DROP);
+    assert_string_equal(trace, "rarb");
+    assert_string_equal(c.drop_reason, "test drop");
+    trace_len = 0;
+    assert_int_equal(chain_write(&ch, &c), VERDICT_DROP);
+    assert_string_equal(trace, "wcwb");
+}
+
+static void test_empty_chain_passes(void **state)
+{
+    (void)state;
+    struct chain ch = {0};
+    struct pkt_ctx c;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(chain_read(&ch, &c), VERDICT_PASS);
+    assert_int_equal(chain_write(&ch, &c), VERDICT_PASS);
+}
+
+static void test_registry_names(void **state)
+{
+    (void)state;
+    assert_non_null(registry_find("quilkin.filters.pass.v1alpha1.Pass"));
+    assert_non_null(registry_find("quilkin.filters.drop.v1alpha1.Drop"));
+    assert_non_null(registry_find("quilkin.filters.debug.v1alpha1.Debug"));
+    /* the v0.7.0 docs' misspelling and case variants are not names */
+    assert_null(registry_find("quilkin.filters.debug_filter.v1alpha1.Debug"));
+    assert_null(registry_find("quilkin.filters.pass.v1alpha1.pass"));
+}
+
+/* Parses a config and builds its chain; returns the build status, e holds the message. */
+static int build_from_yaml(const char *yaml, struct chain *ch, struct keytab *keys,
+                           struct err *e)
+{
+    struct config *cfg = NULL;
+    memset(e, 0, sizeof(*e));
+    int rc = config_parse(yaml, strlen(yaml), "test.yaml", &cfg, e);
+    assert_int_equal(rc, 0);
+    struct filter_build b = {.keys = keys, .n_workers = 2};
+    rc = chain_build(ch, cfg->filters, cfg->n_filters, &b, e);
+    config_destroy(cfg);
+    return rc;
+}
+
+static void test_build_pass_drop_debug(void **state)
+{
+    (void)state;
+    struct chain ch;
+    struct keytab keys = {0};
+    struct err e;
+    assert_int_equal(build_from_yaml("filters:\n"
+                                     "  - name: quilkin.filters.debug.v1alpha1.Debug\n"
+                                     "    config: {id: edge}\n"
+                                     "  - name: quilkin.filters.pass.v1alpha1.Pass\n"
+                                     "  - name: quilkin.filters.drop.v1alpha1.Drop\n"
+                                     "    label: last\n",
+                                     &ch, &keys, &e),
+                     0);
+    assert_int_equal(ch.n, 3);
+    assert_string_equal(ch.filters[2].label, "last");
+    uint8_t buf[64] = "hello";
+    struct pkt_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.pkt.buf = buf;
+    c.pkt.len = 5;
+    c.pkt.cap = sizeof(buf);
+    assert_int_equal(chain_read(&ch, &c), VERDICT_DROP);
+    assert_string_equal(c.drop_reason, "intentionally dropped");
+    c.drop_reason = NULL;
+    assert_int_equal(chain_write(&ch, &c), VERDICT_DROP);
+    assert_string_equal(c.drop_reason, "intentionally dropped");
+    assert_memory_equal(pkt_data(&c.pkt), "hello", 5); /* Debug never modifies */
+    chain_deinit(&ch);
+    keytab_deinit(&keys);
+}
+
+static void test_build_rejections(void **state)
+{
+    (void)state;
+    struct chain ch;
+    struct keytab keys = {0};
+    struct err e;
+    assert_int_not_equal(
+        build_from_yaml("filters:\n  - name: quilkin.filters.nope.v1alpha1.Nope\n", &ch, &keys,
+                        &e),
+        0);
+    assert_non_null(strstr(e.msg, "filter `quilkin.filters.nope.v1alpha1.Nope` not found"));
+    assert_non_null(strstr(e.msg, "filters[0]"));
+
+    /* spec filters.md §1.1: Drop and Pass reject any config, even {} */
+    assert_int_not_equal(build_from_yaml("filters:\n"
+                                         "  - name: quilkin.filters.pass.v1alpha1.Pass\n"
+                                         "  - name: quilkin.filters.drop.v1alpha1.Drop\n"
+                                         "    config: {}\n",
+                                         &ch, &keys, &e),
+                         0);
+    assert_non_null(strstr(e.msg, "filters[1]"));
+    assert_non_null(strstr(e.msg, "Deserialization failed"));
+    assert_null(ch.filters); /* nothing half-built */
+
+    /* a null config is the same as none */
+    assert_int_equal(build_from_yaml("filters:\n"
+                                     "  - name: quilkin.filters.drop.v1alpha1.Drop\n"
+                                     "    config: ~\n",
+                                     &ch, &keys, &e),
+                     0);
+    chain_deinit(&ch);
+
+    /* Debug's id must be a scalar */
+    assert_int_not_equal(build_from_yaml("filters:\n"
+                                         "  - name: quilkin.filters.debug.v1alpha1.Debug\n"
+                                         "    config: {id: [1, 2]}\n",
+                                         &ch, &keys, &e),
+                         0);
+    assert_non_null(strstr(e.msg, "filters[0]"));
+    keytab_deinit(&keys);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_forward_write_reverse),
+        cmocka_unit_test(test_first_drop_stops),
+        cmocka_unit_test(test_empty_chain_passes),
+        cmocka_unit_test(test_registry_names),
+        cmocka_unit_test(test_build_pass_drop_debug),
+        cmocka_unit_test(test_build_rejections),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
