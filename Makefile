@@ -46,13 +46,13 @@ fuzz: deps
 	cmake --build $(BUILD_FUZZ) -j $(JOBS)
 	bash fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECS)
 
-test: unit integration fuzz
+test: check-deps unit integration fuzz
 	@echo "make test: all suites passed"
 
 bench: build
 	bash bench/bench.sh $(BUILD)
 
-check-deps:
+check-deps: deps
 	bash scripts/check-deps.sh
 
 fmt:
