@@ -11,8 +11,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct err;
+struct token_index;
 struct node;
 struct endpoint_cfg;
 
@@ -46,6 +48,63 @@ static inline uint8_t *pkt_data(const struct pkt *p)
     return p->buf + p->off;
 }
 
+/* Grows the packet by n bytes at the front and returns the new start, using headroom when
+ * there is enough, else moving the payload. NULL (packet unchanged) when it cannot fit. */
+static inline uint8_t *pkt_prepend(struct pkt *p, uint32_t n)
+{
+    if (p->off >= n) {
+        p->off -= n;
+        p->len += n;
+        return p->buf + p->off;
+    }
+    if ((uint64_t)p->len + n > p->cap)
+        return NULL;
+    memmove(p->buf + n, p->buf + p->off, p->len);
+    p->off = 0;
+    p->len += n;
+    return p->buf;
+}
+
+/* Grows the packet by n bytes at the end and returns where the new bytes go, using
+ * tailroom when there is enough, else moving the payload. NULL when it cannot fit. */
+static inline uint8_t *pkt_append(struct pkt *p, uint32_t n)
+{
+    if ((uint64_t)p->off + p->len + n > p->cap) {
+        if ((uint64_t)p->len + n > p->cap)
+            return NULL;
+        memmove(p->buf, p->buf + p->off, p->len);
+        p->off = 0;
+    }
+    uint8_t *tail = p->buf + p->off + p->len;
+    p->len += n;
+    return tail;
+}
+
+/* Drops n bytes (n <= len) from the front or the back. */
+static inline void pkt_trim_front(struct pkt *p, uint32_t n)
+{
+    p->off += n;
+    p->len -= n;
+}
+
+static inline void pkt_trim_back(struct pkt *p, uint32_t n)
+{
+    p->len -= n;
+}
+
+/* Replaces the contents with src[0..n) (src must not overlap the packet, e.g. the worker's
+ * spare buffer); false (packet unchanged) when n exceeds the buffer. */
+static inline bool pkt_set(struct pkt *p, const uint8_t *src, uint32_t n)
+{
+    if (n > p->cap)
+        return false;
+    uint32_t off = p->cap - p->off >= n ? p->off : 0;
+    memcpy(p->buf + off, src, n);
+    p->off = off;
+    p->len = n;
+    return true;
+}
+
 /* One chain run, on the worker's stack. */
 struct pkt_ctx {
     struct pkt pkt;
@@ -53,10 +112,14 @@ struct pkt_ctx {
     struct addr dst;                /* write: the client; read: unset (family 0) */
     const struct endpoint *all_eps; /* the snapshot's endpoints */
     uint32_t n_all_eps;
+    const struct token_index *tokens; /* the snapshot's token -> endpoints index */
     struct endpoint_set eps; /* read: candidates, narrowed by routing filters */
     uint32_t one_ep;         /* storage a filter may point eps.idx at for one endpoint */
     struct metadata md;
     struct arena *scratch; /* per-worker, reset after every packet */
+    uint8_t *spare;        /* per-worker buffer for filters that rewrite the whole payload
+                              (Compress): write here, then pkt_set() copies it back */
+    uint32_t spare_cap;
     unsigned worker;       /* index into per-worker filter state */
     uint64_t now_ns;       /* CLOCK_MONOTONIC, read once per batch */
     uint64_t now_unix_ns;  /* wall clock, read once per batch */

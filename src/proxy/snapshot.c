@@ -5,6 +5,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "config/config.h"
+#include "filters/token_index.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -77,9 +78,16 @@ int snapshot_create(struct config *cfg, unsigned n_workers, struct snapshot **ou
                 s->n_unresolved++;
         }
     }
-    struct filter_build b = {.keys = &s->keys, .n_workers = n_workers};
-    int rc = chain_build(&s->chain, cfg->filters, cfg->n_filters, &b, e);
+    int rc = token_index_build(s->eps, s->n_eps, &s->tokens);
     if (rc < 0) {
+        free(s->eps);
+        free(s);
+        return err_set(e, "out of memory building the token index"), -ENOMEM;
+    }
+    struct filter_build b = {.keys = &s->keys, .n_workers = n_workers};
+    rc = chain_build(&s->chain, cfg->filters, cfg->n_filters, &b, e);
+    if (rc < 0) {
+        token_index_destroy(s->tokens);
         keytab_deinit(&s->keys);
         free(s->eps);
         free(s);
@@ -95,6 +103,7 @@ void snapshot_destroy(struct snapshot *s)
     if (!s)
         return;
     chain_deinit(&s->chain);
+    token_index_destroy(s->tokens);
     keytab_deinit(&s->keys);
     free(s->eps);
     config_destroy(s->cfg);

@@ -22,6 +22,7 @@ struct snapshot {
     struct endpoint *eps; /* union of all groups, group order, address order inside */
     uint32_t n_eps;
     uint32_t n_unresolved; /* endpoints whose DNS name did not resolve (addr.family 0) */
+    struct token_index *tokens; /* quilkin.dev token -> endpoint indices */
     struct keytab keys;
     struct chain chain;
     uint64_t generation; /* set by snapshot_publish: 1, 2, ... */

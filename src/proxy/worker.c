@@ -27,9 +27,9 @@
 #define RX_BATCH 32      /* datagrams per recvmmsg */
 #define RX_ROUNDS 8      /* recvmmsg rounds per readiness event, for fairness */
 #define TX_CAP 256       /* staged upstream sends before a forced flush */
-#define HEADROOM 256     /* room for filters to prepend */
+#define HEADROOM 512     /* room for filters to prepend */
 #define MAX_DGRAM 65536  /* largest UDP payload plus one, to detect truncation */
-#define TAILROOM 1024    /* room for filters to append */
+#define TAILROOM 16384   /* room to append, and for Snappy's worst-case expansion */
 #define BUF_CAP (HEADROOM + MAX_DGRAM + TAILROOM)
 #define EPOLL_EVENTS 64
 #define TICK_MS 250      /* epoll timeout: expiry runs at least this often */
@@ -53,6 +53,7 @@ struct worker {
     struct session_table *sessions;
     uint64_t timeout_ns;
     struct arena scratch;
+    uint8_t *spare; /* BUF_CAP bytes lent to filters through pkt_ctx */
     uint64_t now_ns, now_unix_ns;
     bool table_full_logged;
     struct log_ratelimit rl_upstream, rl_socket;
@@ -128,7 +129,8 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
                                        now ^ ((uint64_t)o->index << 32) ^ (uintptr_t)w);
     w->rx_mem = malloc((size_t)RX_BATCH * BUF_CAP);
     w->reply_mem = malloc((size_t)RX_BATCH * BUF_CAP);
-    if (!w->sessions || !w->rx_mem || !w->reply_mem || arena_init(&w->scratch, ARENA_BYTES)) {
+    w->spare = malloc(BUF_CAP);
+    if (!w->sessions || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
     }
@@ -254,6 +256,30 @@ static struct session *open_session(struct worker *w, const struct addr *client,
     return s;
 }
 
+/* Prepares a chain run over buf (a BUF_CAP slot holding len bytes at HEADROOM). */
+static void ctx_init(struct worker *w, struct pkt_ctx *c, const struct snapshot *snap,
+                     uint8_t *buf, uint32_t len)
+{
+    c->pkt.buf = buf;
+    c->pkt.off = HEADROOM;
+    c->pkt.len = len;
+    c->pkt.cap = BUF_CAP;
+    c->all_eps = snap ? snap->eps : NULL;
+    c->n_all_eps = snap ? snap->n_eps : 0;
+    c->tokens = snap ? snap->tokens : NULL;
+    c->eps.idx = NULL;
+    c->eps.n = c->n_all_eps;
+    md_clear(&c->md);
+    arena_reset(&w->scratch);
+    c->scratch = &w->scratch;
+    c->spare = w->spare;
+    c->spare_cap = BUF_CAP;
+    c->worker = w->index;
+    c->now_ns = w->now_ns;
+    c->now_unix_ns = w->now_unix_ns;
+    c->drop_reason = NULL;
+}
+
 static void process_read(struct worker *w, const struct snapshot *snap, unsigned i)
 {
     struct mmsghdr *m = &w->rx_msgs[i];
@@ -266,22 +292,8 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
         drop(w, DROP_NO_ENDPOINTS); /* spec proxy.md §3 step 2: the chain does not run */
         return;
     }
-    c.pkt.buf = w->rx_mem + (size_t)i * BUF_CAP;
-    c.pkt.off = HEADROOM;
-    c.pkt.len = m->msg_len;
-    c.pkt.cap = BUF_CAP;
+    ctx_init(w, &c, snap, w->rx_mem + (size_t)i * BUF_CAP, m->msg_len);
     memset(&c.dst, 0, sizeof(c.dst));
-    c.all_eps = snap->eps;
-    c.n_all_eps = snap->n_eps;
-    c.eps.idx = NULL;
-    c.eps.n = snap->n_eps;
-    md_clear(&c.md);
-    arena_reset(&w->scratch);
-    c.scratch = &w->scratch;
-    c.worker = w->index;
-    c.now_ns = w->now_ns;
-    c.now_unix_ns = w->now_unix_ns;
-    c.drop_reason = NULL;
     if (chain_read(&snap->chain, &c) != VERDICT_PASS) {
         drop(w, DROP_FILTER_READ);
         return;
@@ -354,23 +366,10 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
         return;
     }
     struct pkt_ctx c;
-    c.pkt.buf = w->reply_mem + (size_t)i * BUF_CAP;
-    c.pkt.off = HEADROOM;
-    c.pkt.len = len;
-    c.pkt.cap = BUF_CAP;
+    ctx_init(w, &c, snap, w->reply_mem + (size_t)i * BUF_CAP, len);
     c.src = s->endpoint;
     c.dst = s->client;
-    c.all_eps = snap ? snap->eps : NULL;
-    c.n_all_eps = snap ? snap->n_eps : 0;
-    c.eps.idx = NULL;
-    c.eps.n = 0;
-    md_clear(&c.md);
-    arena_reset(&w->scratch);
-    c.scratch = &w->scratch;
-    c.worker = w->index;
-    c.now_ns = w->now_ns;
-    c.now_unix_ns = w->now_unix_ns;
-    c.drop_reason = NULL;
+    c.eps.n = 0; /* the write direction has no endpoint candidates */
     if (snap && chain_write(&snap->chain, &c) != VERDICT_PASS) {
         drop(w, DROP_FILTER_WRITE);
         return;
@@ -503,6 +502,7 @@ void worker_destroy(struct worker *w)
     arena_deinit(&w->scratch);
     free(w->rx_mem);
     free(w->reply_mem);
+    free(w->spare);
     free(w);
 }
 
