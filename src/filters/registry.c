@@ -9,11 +9,13 @@
 extern const struct filter_ops debug_filter;
 extern const struct filter_ops drop_filter;
 extern const struct filter_ops pass_filter;
+/* @extern: one line per filter above this marker */
 
 static const struct filter_ops *const all_filters[] = {
     &debug_filter,
     &drop_filter,
     &pass_filter,
+    /* @entry: one line per filter above this marker */
 };
 
 const struct filter_ops *registry_find(const char *name)
