@@ -15,6 +15,7 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  proxy   Run Quilkin as a UDP reverse game server proxy\n"
+    "  qcmp    Quilkin Control Message Protocol client (qcmp ping ADDR [-a N])\n"
     "\n"
     "Options:\n"
     "      --no-admin                 Do not start the admin server [env: NO_ADMIN]\n"
@@ -107,11 +108,12 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind];
     int sub_argc = argc - optind;
     char **sub_argv = argv + optind;
-    optind = 1; /* reset getopt for the sub-command's own parser */
+    optind = 0; /* 0, not 1: fully re-initialise GNU getopt for the sub-command */
     if (strcmp(cmd, "proxy") == 0)
         return cli_proxy(&g, sub_argc, sub_argv);
-    if (strcmp(cmd, "manage") == 0 || strcmp(cmd, "relay") == 0 ||
-        strcmp(cmd, "agent") == 0 || strcmp(cmd, "qcmp") == 0 ||
+    if (strcmp(cmd, "qcmp") == 0)
+        return cli_qcmp(&g, sub_argc, sub_argv);
+    if (strcmp(cmd, "manage") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "agent") == 0 ||
         strcmp(cmd, "generate-config-schema") == 0) {
         fprintf(stderr, "quilkin: the `%s` command is not implemented yet\n", cmd);
         return EXIT_RUNTIME;

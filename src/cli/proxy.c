@@ -40,7 +40,7 @@ static const char proxy_usage[] =
     "                                 [env: QUILKIN_MANAGEMENT_SERVER]\n"
     "      --mmdb <MMDB>              MaxMind database (not supported; ignored) [env: MMDB]\n"
     "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
-    "  -q, --qcmp-port <QCMP_PORT>    QCMP port [env: QUILKIN_QCMP_PORT] [default: 7600]\n"
+    "  -q, --qcmp-port <QCMP_PORT>    QCMP ping port [env: QUILKIN_QCMP_PORT] [default: 7600]\n"
     "  -t, --to <TO>                  Static endpoint IP:PORT, repeatable [env: QUILKIN_DEST]\n"
     "      --idle-request-interval-secs <SECS>\n"
     "                                 xDS re-request interval [default: 30]\n"
@@ -215,11 +215,13 @@ static void log_stats(struct worker **ws, unsigned n)
         worker_stats_add(ws[i], &s);
     LOG_INFO("proxy",
              "totals: read %lu packets / %lu bytes, write %lu packets / %lu bytes, "
-             "sessions created %lu, expired %lu, upstream errors %lu",
+             "sessions created %lu, expired %lu, upstream errors %lu, "
+             "QCMP pings %lu, replies %lu, invalid %lu",
              (unsigned long)s.packets_read, (unsigned long)s.bytes_read,
              (unsigned long)s.packets_write, (unsigned long)s.bytes_write,
              (unsigned long)s.sessions_created, (unsigned long)s.sessions_expired,
-             (unsigned long)s.upstream_errors);
+             (unsigned long)s.upstream_errors, (unsigned long)s.qcmp_pings,
+             (unsigned long)s.qcmp_replies, (unsigned long)s.qcmp_invalid);
     for (int r = 0; r < DROP_REASON_COUNT; r++)
         if (s.drops[r])
             LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)s.drops[r],
@@ -333,7 +335,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    uint16_t port = o->port;
+    uint16_t port = o->port, qcmp_port = o->qcmp_port;
     for (unsigned i = 0; i < n_workers; i++) {
         int fd = sock_udp_bind(port, 1, GAME_SOCKET_BUF);
         if (fd < 0) {
@@ -343,8 +345,19 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         }
         if (port == 0)
             port = sock_local_port(fd); /* --port 0: every worker joins the first's port */
+        int qfd = sock_udp_bind(qcmp_port, 1, 0);
+        if (qfd < 0) {
+            close(fd);
+            LOG_ERROR("qcmp", "cannot bind UDP [::]:%u: %s", qcmp_port, strerror(-qfd));
+            fprintf(stderr, "quilkin: cannot bind QCMP UDP [::]:%u: %s\n", qcmp_port,
+                    strerror(-qfd));
+            goto out;
+        }
+        if (qcmp_port == 0)
+            qcmp_port = sock_local_port(qfd);
         struct worker_opts wo = {.index = i,
                                  .game_fd = fd,
+                                 .qcmp_fd = qfd,
                                  .max_sessions = per_worker,
                                  .session_timeout_ns = o->session_timeout_secs * 1000000000ull,
                                  .control = &ctl};
@@ -369,6 +382,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
              "max sessions %lu",
              port, n_workers, (unsigned long)o->session_timeout_secs,
              (unsigned long)((uint64_t)per_worker * n_workers));
+    LOG_INFO("qcmp", "QCMP responder listening on [::]:%u (UDP)", qcmp_port);
     LOG_INFO("proxy", "Quilkin is ready");
     control_loop(&ctl, ws, n_workers, &sigs);
     log_stats(ws, n_workers);

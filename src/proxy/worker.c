@@ -13,6 +13,7 @@
 #include "net/sock.h"
 #include "proxy/session.h"
 #include "proxy/snapshot.h"
+#include "qcmp/codec.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,6 +36,9 @@
 #define TICK_MS 250      /* epoll timeout: expiry runs at least this often */
 #define ARENA_BYTES (64 * 1024)
 #define GAME_TOKEN UINT64_MAX
+#define QCMP_TOKEN (UINT64_MAX - 1)
+#define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
+                       ignored, so junk never costs more than this */
 
 struct tx_entry {
     uint32_t session; /* index in the table */
@@ -46,6 +50,7 @@ struct tx_entry {
 struct worker {
     unsigned index;
     int game_fd;
+    int qcmp_fd;
     int epfd;
     pthread_t thread;
     bool started;
@@ -77,6 +82,13 @@ struct worker {
     struct iovec rep_tx_iov[RX_BATCH];
     struct sockaddr_in6 rep_to[RX_BATCH];
     uint32_t n_rep_tx;
+
+    /* QCMP: receive in place, answer from the same slot */
+    uint8_t qcmp_buf[RX_BATCH][QCMP_REPLY_LEN > QCMP_BUF ? QCMP_REPLY_LEN : QCMP_BUF];
+    struct mmsghdr qcmp_rx[RX_BATCH];
+    struct iovec qcmp_iov[RX_BATCH];
+    struct sockaddr_in6 qcmp_from[RX_BATCH];
+    struct mmsghdr qcmp_tx[RX_BATCH];
 
     _Atomic uint32_t published_sessions;
     struct worker_stats stats;
@@ -116,11 +128,14 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     struct worker *w = calloc(1, sizeof(*w));
     if (!w) {
         close(o->game_fd);
+        if (o->qcmp_fd >= 0)
+            close(o->qcmp_fd);
         err_set(e, "out of memory creating worker %u", o->index);
         return NULL;
     }
     w->index = o->index;
     w->game_fd = o->game_fd;
+    w->qcmp_fd = o->qcmp_fd;
     w->epfd = -1;
     w->control = o->control;
     w->timeout_ns = o->session_timeout_ns;
@@ -141,6 +156,11 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = GAME_TOKEN};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->game_fd, &ev) == -1) {
+        err_set(e, "epoll_ctl: %s", strerror(errno));
+        goto fail;
+    }
+    struct epoll_event qev = {.events = EPOLLIN, .data.u64 = QCMP_TOKEN};
+    if (w->qcmp_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->qcmp_fd, &qev) == -1) {
         err_set(e, "epoll_ctl: %s", strerror(errno));
         goto fail;
     }
@@ -430,6 +450,58 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
     }
 }
 
+/* ---- QCMP responder (spec qcmp.md §4) ------------------------------------------------ */
+
+static void handle_qcmp(struct worker *w)
+{
+    for (int round = 0; round < RX_ROUNDS; round++) {
+        for (unsigned i = 0; i < RX_BATCH; i++) {
+            struct msghdr *h = &w->qcmp_rx[i].msg_hdr;
+            w->qcmp_iov[i].iov_base = w->qcmp_buf[i];
+            w->qcmp_iov[i].iov_len = QCMP_BUF;
+            memset(h, 0, sizeof(*h));
+            h->msg_name = &w->qcmp_from[i];
+            h->msg_namelen = sizeof(w->qcmp_from[i]);
+            h->msg_iov = &w->qcmp_iov[i];
+            h->msg_iovlen = 1;
+        }
+        int n = recvmmsg(w->qcmp_fd, w->qcmp_rx, RX_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0)
+            return;
+        int64_t t_recv = (int64_t)clock_unix_ns();
+        unsigned n_tx = 0;
+        for (int i = 0; i < n; i++) {
+            struct mmsghdr *m = &w->qcmp_rx[i];
+            struct qcmp_packet p;
+            if ((m->msg_hdr.msg_flags & MSG_TRUNC) ||
+                qcmp_parse(w->qcmp_buf[i], m->msg_len, &p, NULL) != QCMP_OK ||
+                p.kind != QCMP_PING) {
+                stat_add(&w->stats.qcmp_invalid, 1); /* no reply: no amplification */
+                continue;
+            }
+            stat_add(&w->stats.qcmp_pings, 1);
+            p.kind = QCMP_PING_REPLY;
+            p.server_recv_ts_ns = t_recv;
+            p.server_send_ts_ns = (int64_t)clock_unix_ns();
+            w->qcmp_iov[i].iov_len = qcmp_encode(&p, w->qcmp_buf[i]);
+            struct msghdr *h = &w->qcmp_tx[n_tx++].msg_hdr;
+            memset(h, 0, sizeof(*h));
+            h->msg_name = &w->qcmp_from[i];
+            h->msg_namelen = m->msg_hdr.msg_namelen;
+            h->msg_iov = &w->qcmp_iov[i];
+            h->msg_iovlen = 1;
+        }
+        if (n_tx) {
+            uint64_t before = w->stats.drops[DROP_SEND_DOWNSTREAM];
+            send_all(w, w->qcmp_fd, w->qcmp_tx, n_tx, DROP_SEND_DOWNSTREAM);
+            uint64_t failed = w->stats.drops[DROP_SEND_DOWNSTREAM] - before;
+            stat_add(&w->stats.qcmp_replies, n_tx - failed);
+        }
+        if (n < RX_BATCH)
+            return;
+    }
+}
+
 /* ---- loop ---------------------------------------------------------------------------- */
 
 static void close_session(void *ctx, struct session *s)
@@ -456,6 +528,8 @@ static void *worker_main(void *arg)
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u64 == GAME_TOKEN)
                 handle_game(w, snap);
+            else if (evs[i].data.u64 == QCMP_TOKEN)
+                handle_qcmp(w);
             else
                 handle_upstream(w, snap, (uint32_t)evs[i].data.u64);
         }
@@ -499,6 +573,8 @@ void worker_destroy(struct worker *w)
         close(w->epfd);
     if (w->game_fd >= 0)
         close(w->game_fd);
+    if (w->qcmp_fd >= 0)
+        close(w->qcmp_fd);
     arena_deinit(&w->scratch);
     free(w->rx_mem);
     free(w->reply_mem);
@@ -515,6 +591,6 @@ void worker_stats_add(const struct worker *w, struct worker_stats *sum)
 {
     const uint64_t *src = (const uint64_t *)&w->stats;
     uint64_t *dst = (uint64_t *)sum;
-    for (size_t i = 0; i < offsetof(struct worker_stats, sessions_expired) / 8 + 1; i++)
+    for (size_t i = 0; i < offsetof(struct worker_stats, qcmp_invalid) / 8 + 1; i++)
         dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
 }

@@ -35,6 +35,8 @@ struct worker_stats {
     uint64_t drops[DROP_REASON_COUNT];
     uint64_t upstream_errors; /* receive errors on session sockets (ICMP unreachable...) */
     uint64_t sessions_created, sessions_expired;
+    uint64_t qcmp_pings, qcmp_replies; /* valid pings received, replies sent */
+    uint64_t qcmp_invalid;             /* datagrams on the QCMP port that were not a Ping */
 } __attribute__((aligned(64)));
 
 /* Shared by the control thread and all workers. */
@@ -46,6 +48,7 @@ struct worker_control {
 struct worker_opts {
     unsigned index;
     int game_fd; /* bound SO_REUSEPORT socket; ownership passes to the worker */
+    int qcmp_fd; /* bound SO_REUSEPORT QCMP socket, or -1; ownership passes too */
     uint32_t max_sessions;
     uint64_t session_timeout_ns;
     struct worker_control *control; /* borrowed; outlives the worker */
