@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang
   libyaml-dev liburcu-dev libcmocka-dev libpcre2-dev libsnappy-dev
+  libmicrohttpd-dev
   python3 python3-pytest
 )
 

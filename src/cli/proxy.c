@@ -1,9 +1,15 @@
 /* `quilkin proxy`: options (spec cli.md §2.1), start-up order, the control loop (signals,
  * graceful drain) and exit codes. Owns the workers and the published snapshot. */
+#include "admin/http.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/strbuf.h"
 #include "cli/cli.h"
+#include "cli/proxy_state.h"
 #include "config/config.h"
+#include "config/dump.h"
+#include "config/watch.h"
 #include "net/addr.h"
 #include "net/sock.h"
 #include "proxy/snapshot.h"
@@ -12,23 +18,26 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_TO 1024
-#define MAX_WORKERS 256
 #define DEFAULT_PORT 7777
 #define DEFAULT_QCMP_PORT 7600
 #define DEFAULT_SESSION_TIMEOUT_SECS 60
 #define DEFAULT_MAX_SESSIONS 65536
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
 #define GAME_SOCKET_BUF (4 * 1024 * 1024)
+#define DEFAULT_ADMIN_ADDRESS "[::]:8000"
+#define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
 
 static const char proxy_usage[] =
     "Run Quilkin as a UDP reverse game server proxy\n"
@@ -199,84 +208,177 @@ static uint64_t raise_nofile(void)
     return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
 }
 
-static uint32_t total_sessions(struct worker **ws, unsigned n)
+static uint32_t total_sessions(const struct proxy_state *ps)
 {
     uint32_t sum = 0;
-    for (unsigned i = 0; i < n; i++)
-        sum += worker_session_count(ws[i]);
+    for (unsigned i = 0; i < ps->n_workers; i++)
+        sum += worker_session_count(ps->workers[i]);
     return sum;
 }
 
-static void log_stats(struct worker **ws, unsigned n)
+static void log_stats(const struct proxy_state *ps)
 {
-    struct worker_stats s;
-    memset(&s, 0, sizeof(s));
-    for (unsigned i = 0; i < n; i++)
-        worker_stats_add(ws[i], &s);
+    struct worker_stats *s = calloc(1, sizeof(*s));
+    if (!s)
+        return;
+    for (unsigned i = 0; i < ps->n_workers; i++)
+        worker_stats_add(ps->workers[i], s);
     LOG_INFO("proxy",
              "totals: read %lu packets / %lu bytes, write %lu packets / %lu bytes, "
              "sessions created %lu, expired %lu, upstream errors %lu, "
              "QCMP pings %lu, replies %lu, invalid %lu",
-             (unsigned long)s.packets_read, (unsigned long)s.bytes_read,
-             (unsigned long)s.packets_write, (unsigned long)s.bytes_write,
-             (unsigned long)s.sessions_created, (unsigned long)s.sessions_expired,
-             (unsigned long)s.upstream_errors, (unsigned long)s.qcmp_pings,
-             (unsigned long)s.qcmp_replies, (unsigned long)s.qcmp_invalid);
+             (unsigned long)s->packets_read, (unsigned long)s->bytes_read,
+             (unsigned long)s->packets_write, (unsigned long)s->bytes_write,
+             (unsigned long)s->sessions_created, (unsigned long)s->sessions_expired,
+             (unsigned long)s->upstream_errors, (unsigned long)s->qcmp_pings,
+             (unsigned long)s->qcmp_replies, (unsigned long)s->qcmp_invalid);
     for (int r = 0; r < DROP_REASON_COUNT; r++)
-        if (s.drops[r])
-            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)s.drops[r],
+        if (s->drops[r])
+            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)s->drops[r],
                      drop_reason_text((enum drop_reason)r));
+    free(s);
 }
 
-/* Waits for SIGINT/SIGTERM. The first starts the drain of spec cli.md §5 (client traffic
- * still forwarded, replies no longer relayed, exit once every session expired); a second
- * signal exits at once. */
-static void control_loop(struct worker_control *ctl, struct worker **ws, unsigned n,
-                         const sigset_t *sigs)
+/* Publishes snap (taking ownership) and records what the admin endpoints report about it.
+ * Control thread. */
+static void publish(struct proxy_state *ps, struct snapshot *snap)
+{
+    struct strbuf json = {0};
+    config_dump_json(snap->cfg, &json);
+    atomic_store(&ps->n_groups, (uint32_t)snap->cfg->n_groups);
+    atomic_store(&ps->n_endpoints, snap->n_eps);
+    snapshot_publish(snap);
+    pthread_mutex_lock(&ps->config_lock);
+    free(ps->config_json);
+    ps->config_json = json.failed ? NULL : json.buf;
+    ps->config_json_len = json.failed ? 0 : json.len;
+    pthread_mutex_unlock(&ps->config_lock);
+    if (json.failed)
+        strbuf_deinit(&json);
+}
+
+/* Re-reads the config file and, when it is valid, swaps it in. Existing sessions stay in
+ * the workers' tables (they do not point into snapshots); packets simply follow the new
+ * endpoints and chain from their next batch on. A bad file changes nothing. */
+static void reload(struct proxy_state *ps, const char *path, const struct proxy_opts *o)
+{
+    struct err e = {{0}};
+    struct config *cfg = NULL;
+    struct snapshot *snap = NULL;
+    int rc = config_read_path(path, &cfg, &e);
+    if (rc == 0 && o->n_to && config_set_unlocated(cfg, o->to, o->n_to) < 0)
+        rc = err_set(&e, "out of memory");
+    if (rc == 0 && config_endpoint_count(cfg) == 0)
+        rc = err_set(&e, "the new configuration has no endpoint; keeping the current one");
+    if (rc == 0 && snapshot_create(cfg, ps->n_workers, &snap, &e) < 0)
+        rc = -EINVAL;
+    if (rc < 0) {
+        config_destroy(cfg);
+        atomic_fetch_add(&ps->reloads_failed, 1);
+        LOG_ERROR("config", "reload rejected, the previous configuration keeps running: %s",
+                  e.msg);
+        return;
+    }
+    uint32_t n_eps = snap->n_eps;
+    size_t n_filters = snap->chain.n;
+    publish(ps, snap);
+    atomic_fetch_add(&ps->reloads_ok, 1);
+    LOG_INFO("config", "reloaded %s: %u endpoints, %zu filters", path, n_eps, n_filters);
+}
+
+/* The control thread's loop: signals (signalfd) and config-file changes (inotify). The
+ * first SIGINT/SIGTERM starts the drain of spec cli.md §5 (client traffic still forwarded,
+ * replies no longer relayed, exit once every session expired); a second exits at once. */
+static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch *watch,
+                         const char *path, const struct proxy_opts *o)
 {
     bool draining = false;
+    uint64_t reload_at = 0; /* debounce: reload once writes have been quiet for a while */
     for (;;) {
-        struct timespec tick = {.tv_sec = 1};
-        int sig = sigtimedwait(sigs, NULL, &tick);
-        if (sig == SIGINT || sig == SIGTERM) {
-            if (draining) {
-                LOG_INFO("proxy", "second signal: exiting now");
-                return;
+        struct pollfd pfd[2] = {{.fd = sig_fd, .events = POLLIN},
+                                {.fd = watch ? config_watch_fd(watch) : -1, .events = POLLIN}};
+        int timeout = 1000;
+        uint64_t now = clock_mono_ns();
+        if (reload_at)
+            timeout = reload_at > now ? (int)((reload_at - now) / 1000000 + 1) : 0;
+        int n = poll(pfd, 2, timeout);
+        if (n == -1 && errno != EINTR)
+            return;
+        if (n > 0 && (pfd[0].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                if (draining) {
+                    LOG_INFO("proxy", "second signal: exiting now");
+                    return;
+                }
+                draining = true;
+                atomic_store(&ps->control.draining, true);
+                LOG_INFO("proxy",
+                         "shutting down: draining %u sessions (replies are no longer "
+                         "relayed; signal again to exit now)",
+                         total_sessions(ps));
             }
-            draining = true;
-            atomic_store(&ctl->draining, true);
-            LOG_INFO("proxy",
-                     "shutting down: draining %u sessions (replies are no longer relayed; "
-                     "signal again to exit now)",
-                     total_sessions(ws, n));
         }
-        if (draining && total_sessions(ws, n) == 0)
+        if (n > 0 && watch && (pfd[1].revents & POLLIN) && config_watch_changed(watch))
+            reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
+        if (reload_at && clock_mono_ns() >= reload_at) {
+            reload_at = 0;
+            if (!draining)
+                reload(ps, path, o);
+        }
+        if (draining && total_sessions(ps) == 0)
             return;
     }
+}
+
+static bool is_live(void *ctx)
+{
+    (void)ctx;
+    return true; /* workers never exit on their own; a crash ends the process */
 }
 
 int cli_proxy(const struct global_opts *g, int argc, char **argv)
 {
     struct proxy_opts *o = calloc(1, sizeof(*o));
-    if (!o) {
+    struct proxy_state *ps = calloc(1, sizeof(*ps));
+    if (!o || !ps) {
         fprintf(stderr, "quilkin: out of memory\n");
+        free(o);
+        free(ps);
         return EXIT_RUNTIME;
     }
     parse_options(o, argc, argv);
     LOG_INFO("proxy", "Starting Quilkin version=%s", QK_VERSION);
-    if (!g->no_admin)
-        LOG_WARN("admin", "the admin server is not implemented yet; not listening on %s",
-                 g->admin_address ? g->admin_address : "[::]:8000");
+    pthread_mutex_init(&ps->config_lock, NULL);
+    atomic_init(&ps->control.draining, false);
+    atomic_init(&ps->control.stopping, false);
 
     int status = EXIT_RUNTIME;
     struct err e = {{0}};
     struct config *cfg = NULL;
     struct snapshot *snap = NULL;
-    struct worker *ws[MAX_WORKERS] = {0};
-    unsigned n_workers = 0;
-    struct worker_control ctl;
-    atomic_init(&ctl.draining, false);
-    atomic_init(&ctl.stopping, false);
+    struct admin *admin = NULL;
+    struct config_watch *watch = NULL;
+    int sig_fd = -1;
+
+    /* spec cli.md §2.1 step 1: the admin server starts first; a bind failure is fatal */
+    if (!g->no_admin) {
+        struct addr listen;
+        addr_parse(g->admin_address ? g->admin_address : DEFAULT_ADMIN_ADDRESS, &listen);
+        struct admin_hooks hooks = {.is_live = is_live,
+                                    .is_ready = proxy_is_ready,
+                                    .render_metrics = proxy_render_metrics,
+                                    .render_config = proxy_render_config,
+                                    .ctx = ps};
+        admin = admin_start(&listen, &hooks, &e);
+        if (!admin) {
+            LOG_ERROR("admin", "%s", e.msg);
+            fprintf(stderr, "quilkin: %s\n", e.msg);
+            goto out;
+        }
+        char text[ADDR_STR_CAP];
+        LOG_INFO("admin", "admin server listening on %s (HTTP)", addr_format(&listen, text));
+    }
 
     char used_path[PATH_MAX];
     if (config_load_file(g->config_path, &cfg, used_path, &e) < 0) {
@@ -302,13 +404,12 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         goto out;
     }
 
-    n_workers = o->workers ? (unsigned)o->workers : available_cpus();
+    unsigned n_workers = o->workers ? (unsigned)o->workers : available_cpus();
     if (n_workers > MAX_WORKERS)
         n_workers = MAX_WORKERS;
     if (snapshot_create(cfg, n_workers, &snap, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
-        n_workers = 0;
         goto out;
     }
     cfg = NULL; /* owned by the snapshot */
@@ -327,13 +428,18 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     /* each worker gets an equal share; the kernel's flow hash spreads clients evenly */
     uint32_t per_worker = (uint32_t)((max_sessions + n_workers - 1) / n_workers);
 
-    /* Block the signals in every thread; the control loop takes them with sigtimedwait. */
+    /* Block the signals in every thread; the control loop reads them from a signalfd. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    if (sig_fd == -1) {
+        LOG_ERROR("proxy", "signalfd: %s", strerror(errno));
+        goto out;
+    }
 
     uint16_t port = o->port, qcmp_port = o->qcmp_port;
     for (unsigned i = 0; i < n_workers; i++) {
@@ -360,43 +466,56 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                  .qcmp_fd = qfd,
                                  .max_sessions = per_worker,
                                  .session_timeout_ns = o->session_timeout_secs * 1000000000ull,
-                                 .control = &ctl};
-        ws[i] = worker_create(&wo, &e);
-        if (!ws[i]) {
+                                 .control = &ps->control};
+        ps->workers[i] = worker_create(&wo, &e);
+        if (!ps->workers[i]) {
             LOG_ERROR("proxy", "%s", e.msg);
             goto out;
         }
+        ps->n_workers = i + 1;
     }
-    snapshot_publish(snap);
+    publish(ps, snap);
     snap = NULL;
-    for (unsigned i = 0; i < n_workers; i++) {
-        int rc = worker_start(ws[i]);
+    for (unsigned i = 0; i < ps->n_workers; i++) {
+        int rc = worker_start(ps->workers[i]);
         if (rc < 0) {
             LOG_ERROR("proxy", "cannot start worker %u: %s", i, strerror(-rc));
-            atomic_store(&ctl.stopping, true);
             goto out;
         }
+    }
+    if (used_path[0]) {
+        watch = config_watch_create(used_path, &e);
+        if (watch)
+            LOG_INFO("config", "watching %s for changes", used_path);
+        else
+            LOG_WARN("config", "config hot reload disabled: %s", e.msg);
     }
     LOG_INFO("proxy",
              "listening on [::]:%u (UDP, IPv4 and IPv6) with %u workers, session timeout %lus, "
              "max sessions %lu",
-             port, n_workers, (unsigned long)o->session_timeout_secs,
-             (unsigned long)((uint64_t)per_worker * n_workers));
+             port, ps->n_workers, (unsigned long)o->session_timeout_secs,
+             (unsigned long)((uint64_t)per_worker * ps->n_workers));
     LOG_INFO("qcmp", "QCMP responder listening on [::]:%u (UDP)", qcmp_port);
     LOG_INFO("proxy", "Quilkin is ready");
-    control_loop(&ctl, ws, n_workers, &sigs);
-    log_stats(ws, n_workers);
+    control_loop(ps, sig_fd, watch, used_path, o);
+    log_stats(ps);
     status = 0;
 out:
-    atomic_store(&ctl.stopping, true);
-    for (unsigned i = 0; i < n_workers; i++)
-        if (ws[i])
-            worker_join(ws[i]);
-    for (unsigned i = 0; i < n_workers; i++)
-        worker_destroy(ws[i]);
+    atomic_store(&ps->control.stopping, true);
+    for (unsigned i = 0; i < ps->n_workers; i++)
+        worker_join(ps->workers[i]);
+    admin_stop(admin); /* before the workers' stats go away */
+    for (unsigned i = 0; i < ps->n_workers; i++)
+        worker_destroy(ps->workers[i]);
     snapshot_publish(NULL);
     snapshot_destroy(snap);
     config_destroy(cfg);
+    config_watch_destroy(watch);
+    if (sig_fd >= 0)
+        close(sig_fd);
+    free(ps->config_json);
+    pthread_mutex_destroy(&ps->config_lock);
+    free(ps);
     free(o);
     if (status == 0)
         LOG_INFO("proxy", "shutdown complete");

@@ -1,0 +1,177 @@
+/* /metrics, /ready and /config for `quilkin proxy` (spec admin.md §2-§4): sums the workers'
+ * shards with relaxed loads at scrape time. Runs on the admin thread. */
+#include "base/prom.h"
+#include "base/strbuf.h"
+#include "cli/proxy_state.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REASONS_CAP 64
+
+bool proxy_is_ready(void *ctx)
+{
+    struct proxy_state *ps = ctx;
+    return atomic_load(&ps->n_endpoints) > 0; /* spec admin.md §3: at least one endpoint */
+}
+
+int proxy_render_config(void *ctx, struct strbuf *out)
+{
+    struct proxy_state *ps = ctx;
+    pthread_mutex_lock(&ps->config_lock);
+    if (ps->config_json)
+        strbuf_append(out, ps->config_json, ps->config_json_len);
+    pthread_mutex_unlock(&ps->config_lock);
+    return out->failed ? -ENOMEM : 0;
+}
+
+struct reasons {
+    const char *text[REASONS_CAP];
+    uint64_t n[REASONS_CAP];
+    unsigned count;
+};
+
+/* Merges one worker's reason into the sum (reasons are compared by text: two workers hold
+ * the same static strings anyway). */
+static void add_reason(void *ctx, const char *reason, uint64_t n)
+{
+    struct reasons *r = ctx;
+    for (unsigned i = 0; i < r->count; i++) {
+        if (strcmp(r->text[i], reason) == 0) {
+            r->n[i] += n;
+            return;
+        }
+    }
+    if (r->count < REASONS_CAP) {
+        r->text[r->count] = reason;
+        r->n[r->count++] = n;
+    }
+}
+
+static void drop_series(struct strbuf *out, const char *name, const char *label,
+                        const char *event, const char *prefix, const char *reason, uint64_t n)
+{
+    char esc[512], labels[768];
+    char text[512];
+    snprintf(text, sizeof(text), "%s%s", prefix, reason);
+    prom_escape(esc, sizeof(esc), text);
+    snprintf(labels, sizeof(labels), "asn=\"\",%s=\"%s\",event=\"%s\",ip_prefix=\"\"", label,
+             esc, event);
+    prom_sample_u64(out, name, labels, n);
+}
+
+static void drops(struct strbuf *out, const char *name, const char *label,
+                  const struct worker_stats *s, const struct reasons *rr,
+                  const struct reasons *rw)
+{
+    for (int r = 0; r < DROP_REASON_COUNT; r++) {
+        if (!s->drops[r] || r == DROP_FILTER_READ || r == DROP_FILTER_WRITE)
+            continue;
+        const char *event = r == DROP_FILTER_WRITE || r == DROP_SEND_DOWNSTREAM ||
+                                    r == DROP_DRAINING
+                                ? "write"
+                                : "read";
+        drop_series(out, name, label, event, "", drop_reason_text((enum drop_reason)r),
+                    s->drops[r]);
+    }
+    /* spec proxy.md §10: "filter  error: MESSAGE" (two spaces, as v0.7.0 prints it) */
+    for (unsigned i = 0; i < rr->count; i++)
+        drop_series(out, name, label, "read", "filter  error: ", rr->text[i], rr->n[i]);
+    for (unsigned i = 0; i < rw->count; i++)
+        drop_series(out, name, label, "write",
+                    "proxy::Session::process_recv_packet: filter  error: ", rw->text[i],
+                    rw->n[i]);
+    if (s->filter_drops_unlisted[0])
+        drop_series(out, name, label, "read", "filter  error: ", "other", 
+                    s->filter_drops_unlisted[0]);
+    if (s->filter_drops_unlisted[1])
+        drop_series(out, name, label, "write", "filter  error: ", "other",
+                    s->filter_drops_unlisted[1]);
+}
+
+int proxy_render_metrics(void *ctx, struct strbuf *out)
+{
+    struct proxy_state *ps = ctx;
+    struct worker_stats *s = calloc(1, sizeof(*s));
+    struct reasons *rr = calloc(1, sizeof(*rr)), *rw = calloc(1, sizeof(*rw));
+    if (!s || !rr || !rw) {
+        free(s);
+        free(rr);
+        free(rw);
+        return -ENOMEM;
+    }
+    uint32_t active = 0;
+    for (unsigned i = 0; i < ps->n_workers; i++) {
+        worker_stats_add(ps->workers[i], s);
+        worker_filter_reasons(ps->workers[i], DIR_READ, add_reason, rr);
+        worker_filter_reasons(ps->workers[i], DIR_WRITE, add_reason, rw);
+        active += worker_session_count(ps->workers[i]);
+    }
+
+    prom_header(out, "quilkin_packets_total", "counter", "Total number of packets");
+    if (s->packets_read)
+        prom_sample_u64(out, "quilkin_packets_total", "asn=\"\",event=\"read\",ip_prefix=\"\"", s->packets_read);
+    if (s->packets_write)
+        prom_sample_u64(out, "quilkin_packets_total", "asn=\"\",event=\"write\",ip_prefix=\"\"",
+                        s->packets_write);
+    prom_header(out, "quilkin_bytes_total", "counter", "Total number of bytes");
+    if (s->packets_read)
+        prom_sample_u64(out, "quilkin_bytes_total", "asn=\"\",event=\"read\",ip_prefix=\"\"", s->bytes_read);
+    if (s->packets_write)
+        prom_sample_u64(out, "quilkin_bytes_total", "asn=\"\",event=\"write\",ip_prefix=\"\"", s->bytes_write);
+    prom_header(out, "quilkin_errors_total", "counter", "Total number of errors");
+    drops(out, "quilkin_errors_total", "display", s, rr, rw);
+    if (s->upstream_errors)
+        prom_sample_u64(out, "quilkin_errors_total",
+                        "asn=\"\",display=\"upstream receive error\",event=\"write\","
+                        "ip_prefix=\"\"",
+                        s->upstream_errors);
+    prom_header(out, "quilkin_packets_dropped_total", "counter",
+                "Total number of dropped packets");
+    drops(out, "quilkin_packets_dropped_total", "source", s, rr, rw);
+
+    prom_header(out, "quilkin_packets_processing_duration_seconds", "histogram",
+                "Time taken to process a packet (batch time divided by batch size)");
+    static const char *const events[2] = {"event=\"read\"", "event=\"write\""};
+    for (int d = 0; d < 2; d++)
+        prom_histogram(out, "quilkin_packets_processing_duration_seconds", events[d],
+                       worker_proc_bounds_s, PROC_BUCKETS, s->proc_counts[d],
+                       (double)s->proc_sum_ns[d] / 1e9);
+
+    prom_header(out, "quilkin_session_active", "gauge", "Number of active sessions");
+    prom_sample_u64(out, "quilkin_session_active",
+                    "asn=\"0\",country_code=\"\",ip_prefix=\"\",organization=\"\","
+                    "prefix_entity=\"\",prefix_name=\"\"",
+                    active);
+    prom_header(out, "quilkin_session_total", "counter", "Total number of sessions created");
+    prom_sample_u64(out, "quilkin_session_total", "", s->sessions_created);
+    prom_header(out, "quilkin_session_duration_secs", "histogram",
+                "Duration of sessions in whole seconds");
+    prom_histogram(out, "quilkin_session_duration_secs", "", worker_session_dur_bounds_s,
+                   SESSION_DUR_BUCKETS, s->session_dur_counts, (double)s->session_dur_sum_s);
+
+    /* spec admin.md §4.3: set at start-up too (v0.7.0 only after a dynamic update) */
+    prom_header(out, "quilkin_cluster_active", "gauge", "Number of cluster groups");
+    prom_sample_u64(out, "quilkin_cluster_active", "", atomic_load(&ps->n_groups));
+    prom_header(out, "quilkin_cluster_active_endpoints", "gauge", "Number of endpoints");
+    prom_sample_u64(out, "quilkin_cluster_active_endpoints", "", atomic_load(&ps->n_endpoints));
+
+    /* Extensions (not in v0.7.0): QCMP responder and config reload counters. */
+    prom_header(out, "quilkin_qcmp_packets_total", "counter",
+                "QCMP datagrams: valid pings received, replies sent, invalid datagrams ignored");
+    prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"ping\"", s->qcmp_pings);
+    prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"reply\"", s->qcmp_replies);
+    prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"invalid\"", s->qcmp_invalid);
+    prom_header(out, "quilkin_config_reloads_total", "counter",
+                "Config file reloads by result (applied or rejected)");
+    prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"applied\"",
+                    atomic_load(&ps->reloads_ok));
+    prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"rejected\"",
+                    atomic_load(&ps->reloads_failed));
+    free(s);
+    free(rr);
+    free(rw);
+    return out->failed ? -ENOMEM : 0;
+}

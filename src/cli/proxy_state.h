@@ -1,0 +1,34 @@
+/* What the proxy command's control thread owns while running, shared between cli/proxy.c
+ * (start-up, control loop, reload) and cli/proxy_metrics.c (admin callbacks). */
+#ifndef QK_CLI_PROXY_STATE_H
+#define QK_CLI_PROXY_STATE_H
+
+#include "proxy/worker.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct strbuf;
+
+#define MAX_WORKERS 256
+
+struct proxy_state {
+    struct worker *workers[MAX_WORKERS];
+    unsigned n_workers;
+    struct worker_control control;
+    /* facts about the current snapshot, stored by the control thread at each publish */
+    _Atomic uint32_t n_groups, n_endpoints;
+    _Atomic uint64_t reloads_ok, reloads_failed;
+    /* /config: the current config as JSON, rebuilt at each publish */
+    pthread_mutex_t config_lock;
+    char *config_json;
+    size_t config_json_len;
+};
+
+/* Admin hooks (admin thread). */
+bool proxy_is_ready(void *ctx);
+int proxy_render_metrics(void *ctx, struct strbuf *out);
+int proxy_render_config(void *ctx, struct strbuf *out);
+
+#endif
