@@ -265,7 +265,7 @@ static void reload(struct proxy_state *ps, const char *path, const struct proxy_
     struct err e = {{0}};
     struct config *cfg = NULL;
     struct snapshot *snap = NULL;
-    int rc = config_read_path(path, &cfg, &e);
+    int rc = config_read_file(path, &cfg, &e);
     if (rc == 0 && o->n_to && config_set_unlocated(cfg, o->to, o->n_to) < 0)
         rc = err_set(&e, "out of memory");
     if (rc == 0 && config_endpoint_count(cfg) == 0)

@@ -41,6 +41,8 @@ struct cluster_group {
 };
 
 struct filter_cfg {
+    const char *source;        /* borrowed from config->source: file name for messages */
+    unsigned line, col;        /* where the entry starts (0 when not from YAML) */
     char *name;                /* owned */
     char *label;               /* owned, NULL when absent or null */
     const struct node *config; /* borrowed from config->root; NULL when absent or null */
@@ -48,6 +50,7 @@ struct filter_cfg {
 
 /* Owns everything it points to, including the parsed YAML tree. */
 struct config {
+    char *source;                 /* owned: where it came from ("quilkin.yaml"), or NULL */
     char *id;                     /* owned */
     struct cluster_group *groups; /* owned; file order */
     size_t n_groups;
@@ -68,6 +71,10 @@ int config_parse(const char *buf, size_t len, const char *source_name, struct co
  * /etc/quilkin/quilkin.yaml; on ENOENT again the empty default config. *used_path receives
  * the file actually read, or "" for the built-in default (buffer of PATH_MAX). */
 int config_load_file(const char *path, struct config **out, char *used_path, struct err *e);
+
+/* Reads and parses the file at path, without the fallbacks of config_load_file (the reload
+ * path: a missing file is an error there). 0 or a negative errno with e set. */
+int config_read_file(const char *path, struct config **out, struct err *e);
 
 /* The built-in default: no clusters, no filters, id = host name. NULL on OOM. */
 struct config *config_default(void);

@@ -2,20 +2,15 @@
 #include "config/watch.h"
 
 #include "base/err.h"
-#include "config/config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/stat.h>
 #include <unistd.h>
-
-#define MAX_CONFIG_BYTES (64u * 1024 * 1024)
 
 struct config_watch {
     int fd;
@@ -80,39 +75,4 @@ void config_watch_destroy(struct config_watch *w)
         return;
     close(w->fd);
     free(w);
-}
-
-int config_read_path(const char *path, struct config **out, struct err *e)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd == -1) {
-        int rc = -errno;
-        err_set(e, "%s: %s", path, strerror(errno));
-        return rc;
-    }
-    struct stat st;
-    if (fstat(fd, &st) == -1 || st.st_size < 0 || (uint64_t)st.st_size > MAX_CONFIG_BYTES) {
-        close(fd);
-        return err_set(e, "%s: cannot read (too large or not a file)", path);
-    }
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        close(fd);
-        return err_set(e, "%s: out of memory", path), -ENOMEM;
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-        if (len == cap)
-            break; /* grew while we read: parse what the stat promised plus one byte */
-    }
-    close(fd);
-    int rc = config_parse(buf, len, path, out, e);
-    free(buf);
-    return rc;
 }

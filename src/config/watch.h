@@ -19,9 +19,4 @@ bool config_watch_changed(struct config_watch *w);
 
 void config_watch_destroy(struct config_watch *w);
 
-/* Reads and parses the file at path (no fallback, unlike config_load_file): the reload
- * path. 0, or a negative errno with e set. */
-struct config;
-int config_read_path(const char *path, struct config **out, struct err *e);
-
 #endif

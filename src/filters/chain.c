@@ -8,6 +8,7 @@
 #include "filters/registry.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +67,27 @@ void filter_deinit(struct filter *f)
     memset(f, 0, sizeof(*f));
 }
 
+/* Turns a filter's message into "FILE:LINE:COL: filters[i]: ...". When the message holds
+ * a node position ("line L column C: ", from node_error) that position is the most precise
+ * one and is moved to the front; otherwise the entry's own position is used. */
+static void locate(struct err *e, const struct filter_cfg *cfg, size_t i)
+{
+    if (!cfg->line) {
+        err_prefix(e, "filters[%zu]: ", i);
+        return;
+    }
+    unsigned line = cfg->line, col = cfg->col;
+    char *at = strstr(e->msg, "line ");
+    unsigned l, c;
+    int used = 0;
+    if (at && sscanf(at, "line %u column %u: %n", &l, &c, &used) == 2 && used > 0) {
+        line = l;
+        col = c;
+        memmove(at, at + used, strlen(at + used) + 1);
+    }
+    err_prefix(e, "%s:%u:%u: filters[%zu]: ", cfg->source ? cfg->source : "", line, col, i);
+}
+
 int chain_build(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
                 const struct filter_build *b, struct err *e)
 {
@@ -79,7 +101,7 @@ int chain_build(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
     for (size_t i = 0; i < n; i++) {
         int rc = filter_build_one(&fs[i], cfgs[i].name, cfgs[i].label, cfgs[i].config, b, e);
         if (rc < 0) {
-            err_prefix(e, "filters[%zu]: ", i);
+            locate(e, &cfgs[i], i);
             for (size_t j = 0; j < i; j++)
                 filter_deinit(&fs[j]);
             free(fs);

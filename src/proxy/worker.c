@@ -82,6 +82,7 @@ struct worker {
     struct iovec rep_tx_iov[RX_BATCH];
     struct sockaddr_in6 rep_to[RX_BATCH];
     uint32_t n_rep_tx;
+    uint64_t rep_start_ns; /* when the first reply of the current batch was read */
 
     /* QCMP: receive in place, answer from the same slot */
     uint8_t qcmp_buf[RX_BATCH][QCMP_REPLY_LEN > QCMP_BUF ? QCMP_REPLY_LEN : QCMP_BUF];
@@ -107,6 +108,11 @@ static const char *const reason_text[DROP_REASON_COUNT] = {
     [DROP_DRAINING] = "shutting down",
 };
 
+const double worker_proc_bounds_s[PROC_BUCKETS] = {
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024};
+const double worker_session_dur_bounds_s[SESSION_DUR_BUCKETS] = {1,   5,   10,   25,  60,
+                                                                 300, 900, 1800, 3600};
+
 const char *drop_reason_text(enum drop_reason r)
 {
     return r < DROP_REASON_COUNT ? reason_text[r] : "unknown";
@@ -121,6 +127,39 @@ static inline void stat_add(uint64_t *c, uint64_t v)
 static void drop(struct worker *w, enum drop_reason r)
 {
     stat_add(&w->stats.drops[r], 1);
+}
+
+/* Counts a filter's drop under its static reason string: a short linear search by
+ * pointer (a chain has a handful of distinct reasons). */
+static void drop_filter(struct worker *w, enum direction dir, const char *reason)
+{
+    struct reason_count *rc = w->stats.filter_reasons[dir];
+    if (!reason)
+        reason = "filter dropped the packet";
+    for (unsigned i = 0; i < REASON_SLOTS; i++) {
+        const char *r = atomic_load_explicit(&rc[i].reason, memory_order_relaxed);
+        if (r == reason) {
+            stat_add(&rc[i].n, 1);
+            return;
+        }
+        if (!r) {
+            stat_add(&rc[i].n, 1);
+            atomic_store_explicit(&rc[i].reason, reason, memory_order_release);
+            return;
+        }
+    }
+    stat_add(&w->stats.filter_drops_unlisted[dir], 1);
+}
+
+/* Observes `count` packets that took `each_ns` each. */
+static void observe_proc(struct worker *w, enum direction dir, uint64_t each_ns, unsigned count)
+{
+    double secs = (double)each_ns / 1e9;
+    unsigned b = 0;
+    while (b < PROC_BUCKETS && secs > worker_proc_bounds_s[b])
+        b++;
+    stat_add(&w->stats.proc_counts[dir][b], count);
+    stat_add(&w->stats.proc_sum_ns[dir], each_ns * count);
 }
 
 struct worker *worker_create(const struct worker_opts *o, struct err *e)
@@ -316,6 +355,7 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     memset(&c.dst, 0, sizeof(c.dst));
     if (chain_read(&snap->chain, &c) != VERDICT_PASS) {
         drop(w, DROP_FILTER_READ);
+        drop_filter(w, DIR_READ, c.drop_reason);
         return;
     }
     uint8_t *data = pkt_data(&c.pkt);
@@ -355,9 +395,11 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
         int n = recvmmsg(w->game_fd, w->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
             return; /* EAGAIN: drained; other errors: log-free retry on the next event */
+        uint64_t t0 = clock_mono_ns();
         for (int i = 0; i < n; i++)
             process_read(w, snap, (unsigned)i);
         flush_upstream(w);
+        observe_proc(w, DIR_READ, (clock_mono_ns() - t0) / (unsigned)n, (unsigned)n);
         if (n < RX_BATCH)
             return;
     }
@@ -369,6 +411,8 @@ static void flush_replies(struct worker *w)
 {
     if (w->n_rep_tx)
         send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM);
+    if (w->n_rep)
+        observe_proc(w, DIR_WRITE, (clock_mono_ns() - w->rep_start_ns) / w->n_rep, w->n_rep);
     w->n_rep_tx = 0;
     w->n_rep = 0;
 }
@@ -392,6 +436,7 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
     c.eps.n = 0; /* the write direction has no endpoint candidates */
     if (snap && chain_write(&snap->chain, &c) != VERDICT_PASS) {
         drop(w, DROP_FILTER_WRITE);
+        drop_filter(w, DIR_WRITE, c.drop_reason);
         return;
     }
     session_touch(s, w->now_ns); /* the seed's rule: either direction refreshes */
@@ -442,6 +487,8 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
         if (n == 0)
             return;
         unsigned first = w->n_rep;
+        if (first == 0)
+            w->rep_start_ns = clock_mono_ns();
         w->n_rep += (unsigned)n;
         for (unsigned i = first; i < w->n_rep; i++)
             process_write(w, snap, s, i);
@@ -511,6 +558,12 @@ static void close_session(void *ctx, struct session *s)
         close(s->fd); /* also leaves the epoll set */
     s->fd = -1;
     stat_add(&w->stats.sessions_expired, 1);
+    uint64_t secs = (w->now_ns - s->created_ns) / 1000000000ull;
+    unsigned b = 0;
+    while (b < SESSION_DUR_BUCKETS && (double)secs > worker_session_dur_bounds_s[b])
+        b++;
+    stat_add(&w->stats.session_dur_counts[b], 1);
+    stat_add(&w->stats.session_dur_sum_s, secs);
 }
 
 static void *worker_main(void *arg)
@@ -591,6 +644,18 @@ void worker_stats_add(const struct worker *w, struct worker_stats *sum)
 {
     const uint64_t *src = (const uint64_t *)&w->stats;
     uint64_t *dst = (uint64_t *)sum;
-    for (size_t i = 0; i < offsetof(struct worker_stats, qcmp_invalid) / 8 + 1; i++)
+    for (size_t i = 0; i < offsetof(struct worker_stats, filter_reasons) / 8; i++)
         dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+void worker_filter_reasons(const struct worker *w, enum direction dir,
+                           void (*fn)(void *ctx, const char *reason, uint64_t n), void *ctx)
+{
+    const struct reason_count *rc = w->stats.filter_reasons[dir];
+    for (unsigned i = 0; i < REASON_SLOTS; i++) {
+        const char *r = atomic_load_explicit(&rc[i].reason, memory_order_acquire);
+        if (!r)
+            break;
+        fn(ctx, r, __atomic_load_n(&rc[i].n, __ATOMIC_RELAXED));
+    }
 }

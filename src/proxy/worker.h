@@ -27,6 +27,24 @@ enum drop_reason {
 /* Static text of a drop reason (spec proxy.md §10 where it has one). */
 const char *drop_reason_text(enum drop_reason r);
 
+/* Histogram bounds (spec admin.md §4.1-§4.2). */
+#define PROC_BUCKETS 13
+#define SESSION_DUR_BUCKETS 9
+extern const double worker_proc_bounds_s[PROC_BUCKETS];
+extern const double worker_session_dur_bounds_s[SESSION_DUR_BUCKETS];
+
+enum direction {
+    DIR_READ = 0,
+    DIR_WRITE,
+};
+
+/* Drop reasons reported by filters (static strings), counted per distinct pointer. */
+#define REASON_SLOTS 16
+struct reason_count {
+    const char *_Atomic reason; /* set once by the worker, then only read */
+    uint64_t n;
+};
+
 /* One worker's counters. Written only by that worker (relaxed load + store), read by any
  * thread with relaxed loads. Padded so no two workers share a cache line. */
 struct worker_stats {
@@ -37,6 +55,15 @@ struct worker_stats {
     uint64_t sessions_created, sessions_expired;
     uint64_t qcmp_pings, qcmp_replies; /* valid pings received, replies sent */
     uint64_t qcmp_invalid;             /* datagrams on the QCMP port that were not a Ping */
+    uint64_t filter_drops_unlisted[2]; /* filter drops past REASON_SLOTS distinct reasons */
+    /* per-packet processing time: each batch's time divided by its packets (one clock read
+       per batch instead of two per packet) */
+    uint64_t proc_counts[2][PROC_BUCKETS + 1];
+    uint64_t proc_sum_ns[2];
+    uint64_t session_dur_counts[SESSION_DUR_BUCKETS + 1];
+    uint64_t session_dur_sum_s;
+    /* everything above is plain uint64_t and summed by worker_stats_add */
+    struct reason_count filter_reasons[2][REASON_SLOTS];
 } __attribute__((aligned(64)));
 
 /* Shared by the control thread and all workers. */
@@ -72,7 +99,11 @@ void worker_destroy(struct worker *w);
 /* Live sessions of this worker, as last published by it. Any thread. */
 uint32_t worker_session_count(const struct worker *w);
 
-/* Adds this worker's counters into *sum. Any thread. */
+/* Adds this worker's counters and histograms into *sum (not filter_reasons). Any thread. */
 void worker_stats_add(const struct worker *w, struct worker_stats *sum);
+
+/* Calls fn for each filter drop reason this worker has counted in direction dir. */
+void worker_filter_reasons(const struct worker *w, enum direction dir,
+                           void (*fn)(void *ctx, const char *reason, uint64_t n), void *ctx);
 
 #endif

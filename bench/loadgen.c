@@ -1,0 +1,619 @@
+/* bench_loadgen: drives UDP traffic at an echo target (bench_echo, directly or through the
+ * proxy) and prints one machine-readable RESULT line: round-trip latency percentiles, or
+ * sustainable echoed packets/s with a bounded in-flight window per session. It asserts
+ * nothing; every loop is bounded by a count and by a hard wall-clock deadline. */
+
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#define BATCH_CAP 64
+#define DGRAM_MAX 65507
+#define SESSIONS_MAX 1024
+#define PKT_MAGIC 0x716b6c67u /* "qklg" */
+#define PROBE_SESSION 0xffffffffu
+#define NS_PER_MS 1000000ull
+#define NS_PER_S 1000000000ull
+#define RX_BATCHES_PER_WAKE 8 /* recvmmsg rounds per readable socket per poll */
+#define LAT_GIVE_UP_LOSSES 25 /* latency: this many losses in a row means the target is gone */
+
+/* Every datagram starts with this header (host byte order: only we read it back); the rest
+ * of the payload up to --size is filler. */
+struct pkt_hdr {
+    uint32_t magic;
+    uint32_t session;
+    uint64_t seq;
+    uint64_t send_ns; /* CLOCK_MONOTONIC */
+};
+#define HDR_LEN sizeof(struct pkt_hdr)
+_Static_assert(sizeof(struct pkt_hdr) == 24, "header is 24 bytes on the wire");
+
+enum mode { MODE_LATENCY = 0, MODE_THROUGHPUT, MODE_PROBE };
+
+/* Parsed command line; owned by main()'s stack. */
+struct opts {
+    const char *target;
+    enum mode mode;
+    size_t size;
+    unsigned sessions;
+    double duration_s;
+    unsigned long samples;
+    unsigned long warmup;     /* latency: samples thrown away first */
+    unsigned long warmup_ms;  /* throughput: traffic before the measured interval */
+    unsigned window;          /* throughput: packets in flight per session */
+    unsigned max_inflight;    /* throughput: cap over all sessions */
+    unsigned long timeout_ms; /* latency: per-packet wait; probe: whole wait */
+    unsigned long stall_ms;   /* throughput: give up on a window after this silence */
+    double deadline_s;        /* hard wall-clock cap; 0 = derived from the mode */
+    bool is_spin;             /* latency: busy-poll the reply instead of sleeping in ppoll */
+};
+
+/* One client socket (one source port) and its window, for throughput mode. */
+struct session {
+    int fd;
+    uint64_t next_seq;    /* next sequence number to send */
+    uint64_t acked;       /* every seq below this is answered or written off */
+    uint64_t progress_ns; /* last time the window moved; drives the stall timeout */
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bench_loadgen --target HOST:PORT --mode latency|throughput|probe\n"
+            "         [--size N] [--sessions S] [--duration SECS] [--samples N]\n"
+            "         [--warmup N] [--warmup-ms MS] [--window W] [--max-inflight T]\n"
+            "         [--timeout-ms MS] [--stall-ms MS] [--deadline SECS] [--spin 0|1]\n"
+            "  latency:    1 socket, one datagram at a time; RTT p50/p99/p99.9 over --samples\n"
+            "              after --warmup (default 1000); a reply later than --timeout-ms\n"
+            "              (default 200) is lost; --spin 1 busy-polls for the reply\n"
+            "  throughput: --sessions sockets (default 1) for --duration secs (default 3)\n"
+            "              after --warmup-ms (default 300), each keeping min(--window (32),\n"
+            "              --max-inflight (256) / S) datagrams in flight; prints echoed pps\n"
+            "  probe:      send until one datagram is echoed or --timeout-ms (default 10000)\n"
+            "  --size is the datagram payload in bytes (default 64, at least %zu)\n",
+            HDR_LEN);
+}
+
+static bool parse_ul(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi || s[0] == '-')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_secs(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v > 0) || v > 3600)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    *o = (struct opts){.size = 64,
+                       .sessions = 1,
+                       .duration_s = 3,
+                       .samples = 10000,
+                       .warmup = 1000,
+                       .warmup_ms = 300,
+                       .window = 32,
+                       .max_inflight = 256,
+                       .stall_ms = 50};
+    bool has_mode = false, has_timeout = false;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i];
+        if (i + 1 >= argc)
+            return -1;
+        const char *v = argv[++i];
+        unsigned long u;
+        if (!strcmp(k, "--target")) {
+            o->target = v;
+        } else if (!strcmp(k, "--mode")) {
+            has_mode = true;
+            if (!strcmp(v, "latency"))
+                o->mode = MODE_LATENCY;
+            else if (!strcmp(v, "throughput"))
+                o->mode = MODE_THROUGHPUT;
+            else if (!strcmp(v, "probe"))
+                o->mode = MODE_PROBE;
+            else
+                return -1;
+        } else if (!strcmp(k, "--size") && parse_ul(v, HDR_LEN, DGRAM_MAX, &u)) {
+            o->size = u;
+        } else if (!strcmp(k, "--sessions") && parse_ul(v, 1, SESSIONS_MAX, &u)) {
+            o->sessions = (unsigned)u;
+        } else if (!strcmp(k, "--duration") && parse_secs(v, &o->duration_s)) {
+        } else if (!strcmp(k, "--samples") && parse_ul(v, 1, 100000000, &u)) {
+            o->samples = u;
+        } else if (!strcmp(k, "--warmup") && parse_ul(v, 0, 100000000, &u)) {
+            o->warmup = u;
+        } else if (!strcmp(k, "--warmup-ms") && parse_ul(v, 0, 600000, &u)) {
+            o->warmup_ms = u;
+        } else if (!strcmp(k, "--window") && parse_ul(v, 1, 4096, &u)) {
+            o->window = (unsigned)u;
+        } else if (!strcmp(k, "--max-inflight") && parse_ul(v, 1, 1u << 20, &u)) {
+            o->max_inflight = (unsigned)u;
+        } else if (!strcmp(k, "--timeout-ms") && parse_ul(v, 1, 3600000, &u)) {
+            o->timeout_ms = u;
+            has_timeout = true;
+        } else if (!strcmp(k, "--stall-ms") && parse_ul(v, 1, 60000, &u)) {
+            o->stall_ms = u;
+        } else if (!strcmp(k, "--spin") && parse_ul(v, 0, 1, &u)) {
+            o->is_spin = u;
+        } else if (!strcmp(k, "--deadline") && parse_secs(v, &o->deadline_s)) {
+        } else {
+            return -1;
+        }
+    }
+    if (!o->target || !has_mode)
+        return -1;
+    if (!has_timeout)
+        o->timeout_ms = o->mode == MODE_PROBE ? 10000 : 200;
+    return 0;
+}
+
+/* Resolves "host:port" or "[v6]:port" into *ss. Returns 0 or -1 with a message printed. */
+static int resolve(const char *target, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(target, ':');
+    if (!colon || colon == target || (size_t)(colon - target) >= sizeof(host)) {
+        fprintf(stderr, "bench_loadgen: bad --target %s (want HOST:PORT)\n", target);
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - target);
+    memcpy(host, target, hlen);
+    host[hlen] = '\0';
+    char *h = host;
+    if (h[0] == '[' && hlen > 2 && h[hlen - 1] == ']') {
+        h[hlen - 1] = '\0';
+        h++;
+    }
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res;
+    int e = getaddrinfo(h, colon + 1, &hints, &res);
+    if (e) {
+        fprintf(stderr, "bench_loadgen: resolve %s: %s\n", target, gai_strerror(e));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* A connected client socket on an ephemeral port: the kernel then delivers only the
+ * target's replies to it, and each socket is a distinct proxy session. */
+static int open_client(const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd == -1) {
+        perror("bench_loadgen: socket");
+        return -1;
+    }
+    int v = 1 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) == -1)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) == -1)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    if (connect(fd, (const struct sockaddr *)ss, len) == -1) {
+        perror("bench_loadgen: connect");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void put_hdr(uint8_t *buf, uint32_t session, uint64_t seq, uint64_t t_ns)
+{
+    struct pkt_hdr h = {.magic = PKT_MAGIC, .session = session, .seq = seq, .send_ns = t_ns};
+    memcpy(buf, &h, sizeof(h));
+}
+
+static bool get_hdr(const uint8_t *buf, size_t len, struct pkt_hdr *h)
+{
+    if (len < HDR_LEN)
+        return false;
+    memcpy(h, buf, sizeof(*h));
+    return h->magic == PKT_MAGIC;
+}
+
+/* Waits for fd to become readable, at most until deadline_ns. Returns true if readable.
+ * With is_spin it never sleeps: it polls with a zero timeout until then. */
+static bool wait_readable(int fd, uint64_t deadline_ns, bool is_spin)
+{
+    uint64_t t = now_ns();
+    if (t >= deadline_ns)
+        return false;
+    if (is_spin) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        for (; t < deadline_ns; t = now_ns())
+            if (poll(&p, 1, 0) > 0)
+                return true;
+        return false;
+    }
+    uint64_t left = deadline_ns - t;
+    struct timespec ts = {.tv_sec = (time_t)(left / NS_PER_S), .tv_nsec = (long)(left % NS_PER_S)};
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return ppoll(&p, 1, &ts, NULL) > 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted v[0..n), in microseconds. */
+static double pct_us(const uint64_t *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t rank = (size_t)ceil(p * (double)n);
+    if (rank < 1)
+        rank = 1;
+    return (double)v[rank - 1] / 1000.0;
+}
+
+/* Sends seq on fd and waits for its echo until timeout. Returns the RTT in ns, or 0 if lost.
+ * Stale echoes of earlier (lost) packets are skipped. */
+static uint64_t one_rtt(int fd, uint8_t *tx, uint8_t *rx, size_t size, uint64_t seq,
+                        uint64_t timeout_ns, uint64_t hard_ns, bool is_spin)
+{
+    uint64_t t0 = now_ns();
+    put_hdr(tx, 0, seq, t0);
+    if (send(fd, tx, size, 0) == -1)
+        return 0; /* e.g. ECONNREFUSED left over from an ICMP error: counts as lost */
+    uint64_t until = t0 + timeout_ns < hard_ns ? t0 + timeout_ns : hard_ns;
+    /* Bounded in time by `until`: each pass either receives or waits for the remainder. */
+    while (wait_readable(fd, until, is_spin)) {
+        ssize_t n;
+        while ((n = recv(fd, rx, DGRAM_MAX, MSG_DONTWAIT)) >= 0) {
+            uint64_t t1 = now_ns();
+            struct pkt_hdr h;
+            if (get_hdr(rx, (size_t)n, &h) && h.session == 0 && h.seq == seq)
+                return t1 - h.send_ns > 0 ? t1 - h.send_ns : 1;
+        }
+    }
+    return 0;
+}
+
+static int run_latency(const struct opts *o, const struct sockaddr_storage *ss, socklen_t len)
+{
+    uint64_t start = now_ns();
+    double dl = o->deadline_s > 0 ? o->deadline_s : 60;
+    uint64_t hard_ns = start + (uint64_t)(dl * (double)NS_PER_S);
+    uint64_t timeout_ns = o->timeout_ms * NS_PER_MS;
+    int fd = open_client(ss, len);
+    if (fd == -1)
+        return 1;
+    uint64_t *rtts = malloc(o->samples * sizeof(*rtts));
+    uint8_t *tx = calloc(1, o->size);
+    uint8_t *rx = malloc(DGRAM_MAX);
+    if (!rtts || !tx || !rx) {
+        fprintf(stderr, "bench_loadgen: out of memory\n");
+        close(fd);
+        free(rtts);
+        free(tx);
+        free(rx);
+        return 1;
+    }
+    memset(tx + HDR_LEN, 0xab, o->size - HDR_LEN);
+    unsigned long n_ok = 0, lost = 0, sent = 0, warm_lost = 0;
+    uint64_t seq = 0;
+    unsigned lost_in_row = 0;
+    bool is_partial = false;
+    for (unsigned long i = 0; i < o->warmup + o->samples; i++) {
+        if (now_ns() >= hard_ns || lost_in_row >= LAT_GIVE_UP_LOSSES) {
+            is_partial = true;
+            break;
+        }
+        uint64_t rtt = one_rtt(fd, tx, rx, o->size, seq++, timeout_ns, hard_ns, o->is_spin);
+        lost_in_row = rtt ? 0 : lost_in_row + 1;
+        if (i < o->warmup) {
+            warm_lost += rtt == 0;
+            continue;
+        }
+        sent++;
+        if (rtt)
+            rtts[n_ok++] = rtt;
+        else
+            lost++;
+    }
+    qsort(rtts, n_ok, sizeof(*rtts), cmp_u64);
+    double sum = 0;
+    for (unsigned long i = 0; i < n_ok; i++)
+        sum += (double)rtts[i];
+    printf("RESULT mode=latency size=%zu samples=%lu sent=%lu lost=%lu warmup=%lu warmup_lost=%lu "
+           "min_us=%.1f mean_us=%.1f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "
+           "spin=%d partial=%d\n",
+           o->size, n_ok, sent, lost, o->warmup, warm_lost, n_ok ? (double)rtts[0] / 1000.0 : 0.0,
+           n_ok ? sum / (double)n_ok / 1000.0 : 0.0, pct_us(rtts, n_ok, 0.50),
+           pct_us(rtts, n_ok, 0.99), pct_us(rtts, n_ok, 0.999),
+           n_ok ? (double)rtts[n_ok - 1] / 1000.0 : 0.0, o->is_spin, is_partial);
+    fflush(stdout);
+    close(fd);
+    free(rtts);
+    free(tx);
+    free(rx);
+    return 0;
+}
+
+static int run_probe(const struct opts *o, const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = open_client(ss, len);
+    if (fd == -1)
+        return 1;
+    uint8_t tx[HDR_LEN], *rx = malloc(DGRAM_MAX);
+    if (!rx) {
+        close(fd);
+        return 1;
+    }
+    uint64_t start = now_ns(), until = start + o->timeout_ms * NS_PER_MS;
+    int ok = 0;
+    /* One probe per 100 ms: the target may not be bound yet (ECONNREFUSED) or may still be
+     * setting up its upstream; a late echo of an older probe counts as success too. */
+    for (uint64_t seq = 0; !ok && now_ns() < until && seq < 1000000; seq++) {
+        uint64_t t = now_ns();
+        put_hdr(tx, PROBE_SESSION, seq, t);
+        (void)send(fd, tx, sizeof(tx), 0);
+        uint64_t next = t + 100 * NS_PER_MS < until ? t + 100 * NS_PER_MS : until;
+        while (!ok && wait_readable(fd, next, false)) {
+            ssize_t n = 0;
+            while (!ok && (n = recv(fd, rx, DGRAM_MAX, MSG_DONTWAIT)) >= 0) {
+                struct pkt_hdr h;
+                ok = get_hdr(rx, (size_t)n, &h) && h.session == PROBE_SESSION;
+            }
+            if (!ok && n == -1 && errno != EAGAIN && errno != EWOULDBLOCK)
+                break; /* ECONNREFUSED and the like: wait for the next probe slot */
+        }
+        if (!ok) {
+            uint64_t t2 = now_ns();
+            if (t2 < next) {
+                struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(next - t2)};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    printf("RESULT mode=probe ok=%d ms=%.1f\n", ok, (double)(now_ns() - start) / 1e6);
+    close(fd);
+    free(rx);
+    return ok ? 0 : 1;
+}
+
+/* Batch arrays for throughput mode, allocated once. */
+struct batch {
+    struct mmsghdr msgs[BATCH_CAP];
+    struct iovec iovs[BATCH_CAP];
+    uint8_t *bufs; /* BATCH_CAP * buf_len */
+    size_t buf_len;
+};
+
+/* Counters for throughput mode. */
+struct tp_stats {
+    uint64_t sent, received, meas_received, stalls, written_off, errors;
+};
+
+/* Tops the session's window up with one sendmmsg. */
+static void refill(struct session *s, uint32_t idx, unsigned window, struct batch *tx, size_t size,
+                   uint64_t t, struct tp_stats *st)
+{
+    uint64_t inflight = s->next_seq - s->acked;
+    if (inflight >= window)
+        return;
+    unsigned want = window - (unsigned)inflight;
+    if (want > BATCH_CAP)
+        want = BATCH_CAP;
+    for (unsigned i = 0; i < want; i++) {
+        put_hdr(tx->bufs + (size_t)i * tx->buf_len, idx, s->next_seq + i, t);
+        tx->iovs[i].iov_len = size;
+    }
+    int r = sendmmsg(s->fd, tx->msgs, want, MSG_DONTWAIT);
+    if (r > 0) {
+        if (inflight == 0)
+            s->progress_ns = t;
+        s->next_seq += (unsigned)r;
+        st->sent += (unsigned)r;
+    } else if (r == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        st->errors++; /* ECONNREFUSED from an ICMP error; the next send normally works */
+    }
+}
+
+/* Reads up to RX_BATCHES_PER_WAKE batches from the session; advances its window. */
+static void drain_rx(struct session *s, uint32_t idx, struct batch *rx, bool is_measuring,
+                     struct tp_stats *st)
+{
+    for (unsigned b = 0; b < RX_BATCHES_PER_WAKE; b++) {
+        for (unsigned i = 0; i < BATCH_CAP; i++)
+            rx->iovs[i].iov_len = rx->buf_len;
+        int n = recvmmsg(s->fd, rx->msgs, BATCH_CAP, MSG_DONTWAIT, NULL);
+        if (n <= 0) {
+            if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                st->errors++;
+            return;
+        }
+        uint64_t t = now_ns();
+        for (int i = 0; i < n; i++) {
+            struct pkt_hdr h;
+            if (!get_hdr(rx->bufs + (size_t)i * rx->buf_len, rx->msgs[i].msg_len, &h) ||
+                h.session != idx)
+                continue;
+            st->received++;
+            st->meas_received += is_measuring;
+            /* Loopback keeps a flow in order, so an echo of seq releases every earlier slot:
+             * a loss below it frees its window slot instead of leaking it. */
+            if (h.seq >= s->acked && h.seq < s->next_seq) {
+                s->acked = h.seq + 1;
+                s->progress_ns = t;
+            }
+        }
+        if (n < BATCH_CAP)
+            return;
+    }
+}
+
+static int alloc_batch(struct batch *b, size_t buf_len)
+{
+    b->buf_len = buf_len;
+    b->bufs = calloc(BATCH_CAP, buf_len);
+    if (!b->bufs)
+        return -1;
+    for (unsigned i = 0; i < BATCH_CAP; i++) {
+        b->iovs[i] = (struct iovec){.iov_base = b->bufs + (size_t)i * buf_len, .iov_len = buf_len};
+        memset(&b->msgs[i], 0, sizeof(b->msgs[i]));
+        b->msgs[i].msg_hdr.msg_iov = &b->iovs[i];
+        b->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    return 0;
+}
+
+static int run_throughput(const struct opts *o, const struct sockaddr_storage *ss, socklen_t len)
+{
+    unsigned window = o->max_inflight / o->sessions;
+    if (window > o->window)
+        window = o->window;
+    if (window < 1)
+        window = 1;
+    struct session *sess = calloc(o->sessions, sizeof(*sess));
+    struct pollfd *pfds = calloc(o->sessions, sizeof(*pfds));
+    struct batch tx = {0}, rx = {0};
+    int rc = 1;
+    unsigned n_open = 0;
+    if (!sess || !pfds || alloc_batch(&tx, o->size) || alloc_batch(&rx, DGRAM_MAX)) {
+        fprintf(stderr, "bench_loadgen: out of memory\n");
+        goto out;
+    }
+    for (unsigned i = 0; i < BATCH_CAP; i++)
+        memset(tx.bufs + (size_t)i * tx.buf_len + HDR_LEN, 0xab, o->size - HDR_LEN);
+    for (; n_open < o->sessions; n_open++) {
+        sess[n_open].fd = open_client(ss, len);
+        if (sess[n_open].fd == -1)
+            goto out;
+        pfds[n_open] = (struct pollfd){.fd = sess[n_open].fd, .events = POLLIN};
+    }
+
+    uint64_t t0 = now_ns();
+    uint64_t meas_start = t0 + o->warmup_ms * NS_PER_MS;
+    uint64_t meas_end = meas_start + (uint64_t)(o->duration_s * (double)NS_PER_S);
+    uint64_t drain_end = meas_end + 200 * NS_PER_MS;
+    double dl =
+        o->deadline_s > 0 ? o->deadline_s : (double)o->warmup_ms / 1000.0 + o->duration_s + 5.0;
+    uint64_t hard_ns = t0 + (uint64_t)(dl * (double)NS_PER_S);
+    uint64_t stall_ns = o->stall_ms * NS_PER_MS;
+    struct tp_stats st = {0};
+    bool has_started = false;
+    uint64_t t = t0;
+    bool is_partial = false;
+    /* Bounded by drain_end and hard_ns; each pass does at most one sendmmsg and
+     * RX_BATCHES_PER_WAKE recvmmsg per session. */
+    while (t < drain_end) {
+        if (t >= hard_ns) {
+            is_partial = true;
+            break;
+        }
+        bool is_sending = t < meas_end;
+        bool is_measuring = t >= meas_start && t < meas_end;
+        if (is_measuring && !has_started) {
+            has_started = true;
+            meas_start = t;
+        }
+        if (is_sending)
+            for (unsigned i = 0; i < o->sessions; i++)
+                refill(&sess[i], i, window, &tx, o->size, t, &st);
+        int r = poll(pfds, o->sessions, 1);
+        t = now_ns();
+        if (r > 0)
+            for (unsigned i = 0; i < o->sessions; i++)
+                if (pfds[i].revents)
+                    drain_rx(&sess[i], i, &rx, is_measuring && t < meas_end, &st);
+        bool is_idle = true;
+        for (unsigned i = 0; i < o->sessions; i++) {
+            struct session *s = &sess[i];
+            if (s->next_seq == s->acked)
+                continue;
+            is_idle = false;
+            /* progress_ns may be a little after t (drain_rx reads the clock again). */
+            if (t > s->progress_ns && t - s->progress_ns > stall_ns) {
+                /* The whole window went silent: write it off so the session can go on. */
+                st.stalls++;
+                st.written_off += s->next_seq - s->acked;
+                s->acked = s->next_seq;
+            }
+        }
+        if (!is_sending && is_idle)
+            break;
+    }
+    uint64_t meas_ns = (t < meas_end ? t : meas_end) - meas_start;
+    if (!has_started || t <= meas_start)
+        meas_ns = 0;
+    double secs = (double)meas_ns / 1e9;
+    double pps = secs > 0 ? (double)st.meas_received / secs : 0;
+    uint64_t lost = st.sent > st.received ? st.sent - st.received : 0;
+    printf("RESULT mode=throughput size=%zu sessions=%u window=%u secs=%.2f pps=%.0f "
+           "mbps=%.1f sent=%llu received=%llu lost=%llu loss_pct=%.3f stalls=%llu "
+           "errors=%llu partial=%d\n",
+           o->size, o->sessions, window, secs, pps, pps * (double)o->size * 8 / 1e6,
+           (unsigned long long)st.sent, (unsigned long long)st.received, (unsigned long long)lost,
+           st.sent ? 100.0 * (double)lost / (double)st.sent : 0.0, (unsigned long long)st.stalls,
+           (unsigned long long)st.errors, is_partial);
+    fflush(stdout);
+    rc = 0;
+out:
+    for (unsigned i = 0; i < n_open; i++)
+        close(sess[i].fd);
+    free(sess);
+    free(pfds);
+    free(tx.bufs);
+    free(rx.bufs);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o;
+    if (parse_opts(argc, argv, &o)) {
+        usage();
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (resolve(o.target, &ss, &len))
+        return 1;
+    switch (o.mode) {
+    case MODE_LATENCY:
+        return run_latency(&o, &ss, len);
+    case MODE_THROUGHPUT:
+        return run_throughput(&o, &ss, len);
+    case MODE_PROBE:
+        return run_probe(&o, &ss, len);
+    }
+    return 2;
+}

@@ -1,0 +1,510 @@
+"""Shared fixtures and helpers for the quilkin-c integration tests.
+
+Everything here talks to the real binary (env QUILKIN_BIN, default the ASan
+build) over loopback only (127.0.0.1 and ::1).  Rules (STYLE.md section 4):
+
+* every wait is a bounded poll (``wait_until`` / ``Proxy.wait_log`` /
+  ``UdpServer.wait_count`` / ``Client.recv``), never a bare sleep where a
+  poll works;
+* every process started is killed at teardown (``proxy`` fixture);
+* tests assert bytes on the wire and log lines.
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+QUILKIN_BIN = os.environ.get("QUILKIN_BIN", "/work/main/build-asan/quilkin")
+
+# Default receive timeout for "this datagram must arrive".
+RECV_TIMEOUT = 2.0
+# How long we listen to conclude "nothing arrives".
+SILENCE = 0.7
+READY_TIMEOUT = 10.0
+MAX_DGRAM = 65536
+
+# Environment variables the binary reads; cleared so the caller's
+# environment cannot change what a test exercises.
+_CLEARED_ENV = (
+    "QUILKIN_CONFIG", "QUILKIN_PORT", "QUILKIN_DEST", "QUILKIN_QCMP_PORT",
+    "QUILKIN_MANAGEMENT_SERVER", "QUILKIN_ADMIN_ADDRESS", "QUILKIN_SESSION_TIMEOUT_SECS",
+    "QUILKIN_MAX_SESSIONS", "QUILKIN_WORKERS", "QUILKIN_IDLE_REQUEST_INTERVAL_SECS",
+    "NO_ADMIN", "QUIET", "MMDB", "RUST_LOG",
+)
+
+_SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+# --------------------------------------------------------------------------
+# generic helpers
+# --------------------------------------------------------------------------
+
+def wait_until(pred, timeout, interval=0.02, what="condition"):
+    """Poll ``pred`` until it returns a truthy value or ``timeout`` expires."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+_handed_out_ports = set()
+
+
+def free_port():
+    """A UDP port that is currently free on both 127.0.0.1 and ::1.
+
+    A dual-stack AF_INET6 socket bound to [::]:0 reserves the port for both
+    families; we read it and close the socket.  Ports are never handed out
+    twice in one test session.
+    """
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise RuntimeError("could not find a free UDP port")
+
+
+def closed_port(host="127.0.0.1"):
+    """A port on ``host`` with nothing listening (ICMP port unreachable)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    _handed_out_ports.add(port)
+    return port
+
+
+def fmt_addr(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_quilkin(args, cwd, timeout=10, env=None):
+    """Run the binary to completion (for CLI tests); returns CompletedProcess."""
+    return subprocess.run([QUILKIN_BIN, *args], cwd=cwd, env=clean_env(env),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# UDP servers and clients
+# --------------------------------------------------------------------------
+
+class UdpServer:
+    """A UDP server thread that records (data, source) and optionally replies.
+
+    ``echo`` is True (send the datagram back), False (record only) or a
+    callable ``data -> bytes`` giving the reply.
+    """
+
+    def __init__(self, host="127.0.0.1", echo=True):
+        self.host = host
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        except OSError:
+            pass
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.echo = echo
+        self.received = []          # list of (bytes, (ip, port))
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"udp-server-{host}-{self.port}")
+        self._thread.start()
+
+    @property
+    def addr(self):
+        """The endpoint address in config/--to syntax."""
+        return fmt_addr(self.host, self.port)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                continue
+            try:
+                data, src = self.sock.recvfrom(MAX_DGRAM)
+            except OSError:
+                continue
+            src = (src[0], src[1])
+            with self._cond:
+                self.received.append((data, src))
+                self._cond.notify_all()
+            if self.echo:
+                reply = self.echo(data) if callable(self.echo) else data
+                try:
+                    self.sock.sendto(reply, src)
+                except OSError:
+                    pass
+
+    def snapshot(self):
+        with self._cond:
+            return list(self.received)
+
+    def count(self):
+        with self._cond:
+            return len(self.received)
+
+    def wait_count(self, n, timeout=RECV_TIMEOUT):
+        """Wait until at least ``n`` datagrams were received; return them all."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.received) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"server {self.addr}: expected >= {n} datagrams within {timeout}s, "
+                        f"got {len(self.received)}")
+                self._cond.wait(left)
+            return list(self.received)
+
+    def wait_for(self, data, timeout=RECV_TIMEOUT):
+        """Wait for a datagram with exactly ``data``; return its source."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for d, src in self.received:
+                    if d == data:
+                        return src
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"server {self.addr}: {data[:40]!r} not received within {timeout}s "
+                        f"(got {len(self.received)} datagrams)")
+                self._cond.wait(left)
+
+    def sources(self):
+        with self._cond:
+            return [src for _, src in self.received]
+
+    def sendto(self, data, addr):
+        self.sock.sendto(data, addr)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+class Client:
+    """A bound UDP client socket talking to the proxy."""
+
+    def __init__(self, proxy_port, host="127.0.0.1"):
+        self.host = host
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.target = (host, proxy_port)
+
+    @property
+    def addr(self):
+        return (self.host, self.port)
+
+    def send(self, data):
+        self.sock.sendto(data, self.target)
+
+    def recv(self, timeout=RECV_TIMEOUT):
+        """Receive one datagram (bounded); returns (data, (ip, port))."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"client {self.addr}: nothing received within {timeout}s")
+        data, src = self.sock.recvfrom(MAX_DGRAM)
+        return data, (src[0], src[1])
+
+    def recv_n(self, n, timeout=RECV_TIMEOUT):
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"client {self.addr}: got {len(out)} of {n} datagrams "
+                                     f"within {timeout}s: {out!r}")
+            out.append(self.recv(left))
+        return out
+
+    def expect_silence(self, timeout=SILENCE):
+        """Assert that nothing arrives within ``timeout``."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if ready:
+            data, src = self.sock.recvfrom(MAX_DGRAM)
+            raise AssertionError(f"client {self.addr}: unexpected datagram {data[:60]!r} from {src}")
+
+    def request(self, data, timeout=RECV_TIMEOUT):
+        self.send(data)
+        return self.recv(timeout)
+
+    def close(self):
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# the proxy process
+# --------------------------------------------------------------------------
+
+class Proxy:
+    """A running ``quilkin`` process with its stdout/stderr captured by threads."""
+
+    def __init__(self, argv, cwd, port=None, env=None):
+        self.argv = argv
+        self.port = port
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(env),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.stdout_lines = []      # raw text lines
+        self.stderr_lines = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines),
+                             daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _pump(self, stream, sink):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                sink.append(line)
+                self._cond.notify_all()
+        stream.close()
+
+    # -- logs -------------------------------------------------------------
+    def records(self):
+        """Parsed JSON log records (lines that are not JSON become {'raw': line})."""
+        with self._cond:
+            lines = list(self.stdout_lines)
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    rec = {"raw": line}
+            except ValueError:
+                rec = {"raw": line}
+            out.append(rec)
+        return out
+
+    def messages(self):
+        return [r.get("message", r.get("raw", "")) for r in self.records()]
+
+    def find(self, pattern):
+        """All log messages matching ``pattern`` (substring, or compiled regex)."""
+        if isinstance(pattern, str):
+            return [m for m in self.messages() if pattern in m]
+        return [m for m in self.messages() if pattern.search(m)]
+
+    def wait_log(self, pattern, timeout=5.0, count=1):
+        """Wait until ``count`` log messages match; returns the matches."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self.find(pattern)
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"log {pattern!r} (x{count}) not seen within {timeout}s; "
+                        f"log tail:\n" + self.log_tail())
+                self._cond.wait(min(left, 0.1))
+
+    def log_tail(self, n=30):
+        with self._cond:
+            out = self.stdout_lines[-n:]
+            err = self.stderr_lines[-n:]
+        return "stdout:\n  " + "\n  ".join(out) + "\nstderr:\n  " + "\n  ".join(err)
+
+    def stderr_text(self):
+        with self._cond:
+            return "\n".join(self.stderr_lines)
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.find("Quilkin is ready"):
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"quilkin exited with {self.proc.returncode} before it was ready; "
+                        f"argv={self.argv}\n" + self.log_tail())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"quilkin not ready within {timeout}s\n" + self.log_tail())
+                self._cond.wait(min(left, 0.1))
+
+    # -- process control --------------------------------------------------
+    def signal(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"quilkin did not exit within {timeout}s\n" + self.log_tail())
+        for t in self._readers:
+            t.join(5)
+        return rc
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for t in self._readers:
+            t.join(5)
+
+    def sanitizer_reports(self):
+        text = self.stderr_text() + "\n" + "\n".join(self.stdout_lines)
+        return [m for m in _SANITIZER_MARKERS if m in text]
+
+
+# --------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def quilkin_bin():
+    if not (os.path.isfile(QUILKIN_BIN) and os.access(QUILKIN_BIN, os.X_OK)):
+        pytest.fail(f"quilkin binary not found at {QUILKIN_BIN} (set QUILKIN_BIN)")
+    return QUILKIN_BIN
+
+
+@pytest.fixture
+def servers():
+    """Factory: ``servers(host='127.0.0.1', echo=True)`` -> UdpServer, closed at teardown."""
+    made = []
+
+    def make(host="127.0.0.1", echo=True):
+        s = UdpServer(host, echo=echo)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def echo_v4(servers):
+    return servers("127.0.0.1")
+
+
+@pytest.fixture
+def echo_v6(servers):
+    return servers("::1")
+
+
+@pytest.fixture
+def clients():
+    """Factory: ``clients(proxy_port, host='127.0.0.1')`` -> Client, closed at teardown."""
+    made = []
+
+    def make(proxy_port, host="127.0.0.1"):
+        c = Client(proxy_port, host)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Factory: ``write_config(yaml_text)`` -> path of a new file in tmp_path."""
+    counter = [0]
+
+    def write(text, name=None):
+        counter[0] += 1
+        path = tmp_path / (name or f"config-{counter[0]}.yaml")
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def proxy(quilkin_bin, tmp_path):
+    """Factory that starts a proxy and waits for "Quilkin is ready".
+
+    ``proxy(*proxy_args, config=None, port=None, global_args=(), env=None, wait=True,
+    port_style="--port")``
+
+    ``config`` is YAML text (written to a file passed with ``-c``).
+    ``proxy_args`` go after the ``proxy`` sub-command (the port is added as
+    ``--port P``, ``-p P`` or ``--port=P`` according to ``port_style``).
+    Every process is SIGKILLed at teardown if still running, and a sanitizer
+    report on its output fails the test.
+    """
+    started = []
+
+    def start(*proxy_args, config=None, port=None, global_args=(), env=None, wait=True,
+              port_style="--port"):
+        port = port if port is not None else free_port()
+        if port_style.endswith("="):
+            port_args = [f"{port_style}{port}"]
+        else:
+            port_args = [port_style, str(port)]
+        argv = [quilkin_bin, "--no-admin"]
+        if config is not None:
+            path = tmp_path / f"proxy-{len(started)}.yaml"
+            path.write_text(config)
+            argv += ["-c", str(path)]
+        argv += list(global_args)
+        # A private QCMP port too, so proxies never share the default 7600.
+        argv += ["proxy", *port_args, "--qcmp-port", str(free_port()),
+                 *[str(a) for a in proxy_args]]
+        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env)
+        started.append(p)
+        if wait:
+            p.wait_ready()
+        return p
+
+    yield start
+    reports = []
+    for p in started:
+        p.kill()
+        found = p.sanitizer_reports()
+        if found:
+            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
+    if reports:
+        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
