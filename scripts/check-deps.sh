@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../src"
 rank() {
   case "$1" in
     base) echo 0 ;; net) echo 1 ;; config|qcmp) echo 2 ;; filters) echo 3 ;;
-    proxy|admin) echo 4 ;; cli) echo 5 ;; *) echo 9 ;;
+    admin|xds) echo 3 ;; proxy) echo 4 ;; cli) echo 5 ;; *) echo 9 ;;
   esac
 }
 bad=0

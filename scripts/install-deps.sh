@@ -6,8 +6,8 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang
   libyaml-dev liburcu-dev libcmocka-dev libpcre2-dev libsnappy-dev
-  libmicrohttpd-dev
-  python3 python3-pytest
+  libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
+  python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
 )
 
 missing=()

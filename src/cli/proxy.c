@@ -361,6 +361,15 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     struct config_watch *watch = NULL;
     int sig_fd = -1;
 
+    /* Block the signals before any thread starts (admin, workers, xDS) so that every
+       thread inherits the mask; the control loop reads them from a signalfd. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     /* spec cli.md §2.1 step 1: the admin server starts first; a bind failure is fatal */
     if (!g->no_admin) {
         struct addr listen;
@@ -428,13 +437,6 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     /* each worker gets an equal share; the kernel's flow hash spreads clients evenly */
     uint32_t per_worker = (uint32_t)((max_sessions + n_workers - 1) / n_workers);
 
-    /* Block the signals in every thread; the control loop reads them from a signalfd. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
     sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sig_fd == -1) {
         LOG_ERROR("proxy", "signalfd: %s", strerror(errno));

@@ -25,8 +25,10 @@ struct endpoint_cfg {
                          .port is set and .family is 0 */
     struct token *tokens; /* owned array of decoded quilkin.dev tokens, sorted bytewise */
     size_t n_tokens;
-    const struct node *metadata; /* borrowed from config->root: the endpoint's metadata map
-                                    as written (including quilkin.dev), or NULL */
+    const struct node *metadata; /* the endpoint's metadata map as written (including
+                                    quilkin.dev), or NULL: borrowed from config->root, or
+                                    owned_metadata when built in code (xDS) */
+    struct node *owned_metadata; /* owned; NULL for YAML configs */
 };
 
 struct locality {
@@ -45,7 +47,9 @@ struct filter_cfg {
     unsigned line, col;        /* where the entry starts (0 when not from YAML) */
     char *name;                /* owned */
     char *label;               /* owned, NULL when absent or null */
-    const struct node *config; /* borrowed from config->root; NULL when absent or null */
+    const struct node *config; /* borrowed from config->root, or owned_config when built in
+                                  code (xDS); NULL when absent or null */
+    struct node *owned_config; /* owned; NULL for YAML configs */
 };
 
 /* Owns everything it points to, including the parsed YAML tree. */
@@ -85,6 +89,14 @@ int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to);
 
 /* Total number of endpoints over all groups. */
 size_t config_endpoint_count(const struct config *c);
+
+/* Deep copy that owns everything (metadata and filter configs become owned subtrees; no
+ * YAML root). NULL on OOM. */
+struct config *config_clone(const struct config *c);
+
+/* Deep copy of one endpoint into dst (zeroed first). 0, or -1 on OOM (dst may then hold
+ * partial data: free it as part of its config). */
+int config_clone_endpoint(const struct endpoint_cfg *src, struct endpoint_cfg *dst);
 
 /* Frees c and everything it owns. NULL is a no-op. */
 void config_destroy(struct config *c);

@@ -177,6 +177,7 @@ static void endpoint_deinit(struct endpoint_cfg *ep)
     for (size_t i = 0; i < ep->n_tokens; i++)
         free(ep->tokens[i].bytes);
     free(ep->tokens);
+    node_free(ep->owned_metadata);
     memset(ep, 0, sizeof(*ep));
 }
 
@@ -203,6 +204,7 @@ void config_destroy(struct config *c)
     for (size_t i = 0; i < c->n_filters; i++) {
         free(c->filters[i].name);
         free(c->filters[i].label);
+        node_free(c->filters[i].owned_config);
     }
     free(c->filters);
     node_free(c->root);

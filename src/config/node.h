@@ -83,4 +83,20 @@ int node_check_map(const struct node *n, const char *const *allowed, size_t n_al
 int node_error(const struct node *n, struct err *e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ---- building trees in code (config/node_build.c) ----
+ * Constructors return NULL on OOM. The append functions take ownership of the child even
+ * when they fail (it is freed), so calls can be chained without leaks; they return 0 or
+ * -ENOMEM (also when the child is NULL, i.e. its constructor failed). */
+struct node *node_new_null(void);
+struct node *node_new_bool(bool b);
+struct node *node_new_int(bool is_neg, uint64_t magnitude);
+struct node *node_new_str(const char *s, size_t len);
+struct node *node_new_seq(void);
+struct node *node_new_map(void);
+int node_seq_append(struct node *seq, struct node *item);
+int node_map_append(struct node *map, const char *key, size_t key_len, struct node *value);
+
+/* Deep copy (positions kept). NULL on OOM or when n is NULL. */
+struct node *node_clone(const struct node *n);
+
 #endif

@@ -9,12 +9,30 @@
 extern const struct filter_ops debug_filter;
 extern const struct filter_ops drop_filter;
 extern const struct filter_ops pass_filter;
+extern const struct filter_ops capture_filter;
+extern const struct filter_ops concatenate_filter;
+extern const struct filter_ops token_router_filter;
+extern const struct filter_ops firewall_filter;
+extern const struct filter_ops load_balancer_filter;
+extern const struct filter_ops local_rate_limit_filter;
+extern const struct filter_ops compress_filter;
+extern const struct filter_ops match_filter;
+extern const struct filter_ops timestamp_filter;
 /* @extern: one line per filter above this marker */
 
 static const struct filter_ops *const all_filters[] = {
     &debug_filter,
     &drop_filter,
     &pass_filter,
+    &capture_filter,
+    &concatenate_filter,
+    &token_router_filter,
+    &firewall_filter,
+    &load_balancer_filter,
+    &local_rate_limit_filter,
+    &compress_filter,
+    &match_filter,
+    &timestamp_filter,
     /* @entry: one line per filter above this marker */
 };
 

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -129,22 +130,22 @@ static void drop(struct worker *w, enum drop_reason r)
     stat_add(&w->stats.drops[r], 1);
 }
 
-/* Counts a filter's drop under its static reason string: a short linear search by
- * pointer (a chain has a handful of distinct reasons). */
+/* Counts a filter's drop under its reason text: a short linear search (a chain has a
+ * handful of distinct reasons, and only dropped packets pay for it). */
 static void drop_filter(struct worker *w, enum direction dir, const char *reason)
 {
     struct reason_count *rc = w->stats.filter_reasons[dir];
     if (!reason)
         reason = "filter dropped the packet";
     for (unsigned i = 0; i < REASON_SLOTS; i++) {
-        const char *r = atomic_load_explicit(&rc[i].reason, memory_order_relaxed);
-        if (r == reason) {
+        if (!atomic_load_explicit(&rc[i].used, memory_order_relaxed)) {
+            snprintf(rc[i].text, sizeof(rc[i].text), "%s", reason);
             stat_add(&rc[i].n, 1);
+            atomic_store_explicit(&rc[i].used, true, memory_order_release);
             return;
         }
-        if (!r) {
+        if (strncmp(rc[i].text, reason, sizeof(rc[i].text) - 1) == 0) {
             stat_add(&rc[i].n, 1);
-            atomic_store_explicit(&rc[i].reason, reason, memory_order_release);
             return;
         }
     }
@@ -653,9 +654,8 @@ void worker_filter_reasons(const struct worker *w, enum direction dir,
 {
     const struct reason_count *rc = w->stats.filter_reasons[dir];
     for (unsigned i = 0; i < REASON_SLOTS; i++) {
-        const char *r = atomic_load_explicit(&rc[i].reason, memory_order_acquire);
-        if (!r)
+        if (!atomic_load_explicit(&rc[i].used, memory_order_acquire))
             break;
-        fn(ctx, r, __atomic_load_n(&rc[i].n, __ATOMIC_RELAXED));
+        fn(ctx, rc[i].text, __atomic_load_n(&rc[i].n, __ATOMIC_RELAXED));
     }
 }

@@ -38,10 +38,13 @@ enum direction {
     DIR_WRITE,
 };
 
-/* Drop reasons reported by filters (static strings), counted per distinct pointer. */
+/* Drop reasons reported by filters, counted per distinct text. The text is copied (a
+ * filter's reason may live only as long as its snapshot). */
 #define REASON_SLOTS 16
+#define REASON_CAP 96
 struct reason_count {
-    const char *_Atomic reason; /* set once by the worker, then only read */
+    atomic_bool used; /* set once by the worker after `text` is written */
+    char text[REASON_CAP];
     uint64_t n;
 };
 
