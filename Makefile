@@ -50,7 +50,10 @@ test: check-deps unit integration fuzz
 	@echo "make test: all suites passed"
 
 bench: build
+	@echo "== plain proxy (--to) =="
 	bash bench/bench.sh $(BUILD)
+	@echo "== Capture + TokenRouter chain =="
+	BENCH_CONFIG=bench/capture_token_router.yaml bash bench/bench.sh $(BUILD)
 
 check-deps: deps
 	bash scripts/check-deps.sh
