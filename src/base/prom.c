@@ -7,17 +7,6 @@
 
 #define put strbuf_printf
 
-/* Shortest %g form that reads back as the same double (0.00025, not 0.00025000000000000001). */
-static const char *fmt_double(char *buf, size_t cap, double v)
-{
-    for (int prec = 6; prec <= 17; prec++) {
-        snprintf(buf, cap, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
-    }
-    return buf;
-}
-
 void prom_header(struct strbuf *o, const char *name, const char *type, const char *help)
 {
     put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);

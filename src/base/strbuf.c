@@ -60,16 +60,43 @@ void strbuf_append(struct strbuf *b, const char *s, size_t n)
     b->buf[b->len] = '\0';
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not valid. */
+const char *fmt_double(char *buf, size_t cap, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    return buf;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1-4), or 0 (RFC 3629 table 3.7: no
+ * overlong forms, no surrogates, nothing above U+10FFFF). */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
     if (s[0] < 0x80)
         return 1;
-    size_t need = (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
-                                             : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
-    if (!need || need > n || s[0] == 0xc0 || s[0] == 0xc1 || s[0] > 0xf4)
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        need = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        need = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        need = 4;
+    else
         return 0;
-    for (size_t i = 1; i < need; i++)
+    if (s[0] == 0xe0)
+        lo = 0xa0;
+    else if (s[0] == 0xed)
+        hi = 0x9f;
+    else if (s[0] == 0xf0)
+        lo = 0x90;
+    else if (s[0] == 0xf4)
+        hi = 0x8f;
+    if (need > n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < need; i++)
         if ((s[i] & 0xc0) != 0x80)
             return 0;
     return need;

@@ -24,4 +24,8 @@ void strbuf_append(struct strbuf *b, const char *s, size_t n);
  * become U+FFFD, control characters are escaped. */
 void strbuf_json_string(struct strbuf *b, const char *s, size_t n);
 
+/* Writes the shortest %g form of v that reads back as the same double (0.1, not
+ * 0.10000000000000001) into buf (cap >= 32); returns buf. */
+const char *fmt_double(char *buf, size_t cap, double v);
+
 #endif

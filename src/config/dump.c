@@ -28,8 +28,10 @@ void node_dump_json(const struct node *n, struct strbuf *out)
         strbuf_printf(out, "%s%llu", n->is_neg ? "-" : "", (unsigned long long)n->u);
         break;
     case NODE_FLOAT:
-        if (isfinite(n->f))
-            strbuf_printf(out, "%.17g", n->f);
+        if (isfinite(n->f)) {
+            char num[40];
+            strbuf_printf(out, "%s", fmt_double(num, sizeof(num), n->f));
+        }
         else
             strbuf_printf(out, "null"); /* JSON has no inf/nan */
         break;
