@@ -1,0 +1,409 @@
+/* gRPC framing and HTTP/2 plumbing shared by grpc_client.c and grpc_server.c: message
+ * prefixing and reassembly, the nghttp2 -> socket write path, one recv into nghttp2, session
+ * defaults, grpc-message percent-coding. Knows nothing of clients, servers or xDS. */
+#include "xds/grpc_frame.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "base/clock.h"
+#include "base/err.h"
+
+#define WBUF_FILL 65536         /* gather frames up to this much per send(2) */
+#define SHRINK_ABOVE (1u << 20) /* drop drained buffers bigger than this */
+#define REASM_FIRST_CAP 65536   /* first allocation for a message, grown by doubling */
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* ---- outgoing queue ---- */
+
+int grpc_frame_outq_push(struct grpc_frame_outq *q, const uint8_t *msg, size_t len)
+{
+    if (len > GRPC_MAX_MSG)
+        return -EMSGSIZE;
+    size_t pending = q->len - q->off;
+    size_t need = pending + GRPC_FRAME_HDR_LEN + len;
+    if (need > GRPC_FRAME_OUT_CAP)
+        return -ENOBUFS;
+    if (q->len + GRPC_FRAME_HDR_LEN + len > q->cap) {
+        if (q->off > 0) { /* compact first: the drained head is dead space */
+            memmove(q->buf, q->buf + q->off, pending);
+            q->off = 0;
+            q->len = pending;
+        }
+        if (need > q->cap) {
+            size_t cap = q->cap ? q->cap : 4096;
+            while (cap < need)
+                cap *= 2;
+            uint8_t *nb = realloc(q->buf, cap);
+            if (!nb)
+                return -ENOMEM;
+            q->buf = nb;
+            q->cap = cap;
+        }
+    }
+    uint8_t *p = q->buf + q->len;
+    p[0] = 0; /* not compressed */
+    put_be32(p + 1, (uint32_t)len);
+    if (len)
+        memcpy(p + GRPC_FRAME_HDR_LEN, msg, len);
+    q->len += GRPC_FRAME_HDR_LEN + len;
+    return 0;
+}
+
+size_t grpc_frame_outq_pending(const struct grpc_frame_outq *q)
+{
+    return q->len - q->off;
+}
+
+size_t grpc_frame_outq_take(struct grpc_frame_outq *q, uint8_t *dst, size_t cap)
+{
+    size_t n = q->len - q->off;
+    if (n > cap)
+        n = cap;
+    if (n)
+        memcpy(dst, q->buf + q->off, n);
+    q->off += n;
+    if (q->off == q->len) {
+        q->off = q->len = 0;
+        if (q->cap > SHRINK_ABOVE) { /* one big message must not pin its buffer forever */
+            free(q->buf);
+            q->buf = NULL;
+            q->cap = 0;
+        }
+    }
+    return n;
+}
+
+void grpc_frame_outq_deinit(struct grpc_frame_outq *q)
+{
+    free(q->buf);
+    memset(q, 0, sizeof(*q));
+}
+
+/* ---- incoming reassembly ---- */
+
+int grpc_frame_reasm_feed(struct grpc_frame_reasm *r, const uint8_t *data, size_t len,
+                          grpc_frame_msg_fn fn, void *arg, struct err *e)
+{
+    for (;;) {
+        if (r->hdr_len < GRPC_FRAME_HDR_LEN) {
+            if (len == 0)
+                return 0;
+            size_t n = GRPC_FRAME_HDR_LEN - r->hdr_len;
+            if (n > len)
+                n = len;
+            memcpy(r->hdr + r->hdr_len, data, n);
+            r->hdr_len += n;
+            data += n;
+            len -= n;
+            if (r->hdr_len < GRPC_FRAME_HDR_LEN)
+                return 0;
+            if (r->hdr[0] != 0) {
+                err_set(e, "message with compressed flag %u, but no grpc-encoding was agreed",
+                        r->hdr[0]);
+                return -EPROTO;
+            }
+            uint32_t mlen = get_be32(r->hdr + 1);
+            if (mlen > GRPC_MAX_MSG) {
+                err_set(e, "message of %u bytes exceeds the %u-byte limit", mlen, GRPC_MAX_MSG);
+                return -EMSGSIZE;
+            }
+            r->msg_len = mlen;
+            r->have = 0;
+            r->cap = mlen < REASM_FIRST_CAP ? (mlen ? mlen : 1) : REASM_FIRST_CAP;
+            r->msg = malloc(r->cap);
+            if (!r->msg) {
+                r->cap = 0;
+                err_set(e, "out of memory for a %u-byte message", mlen);
+                return -ENOMEM;
+            }
+        }
+        size_t n = r->msg_len - r->have;
+        if (n > len)
+            n = len;
+        if (r->have + n > r->cap) {
+            size_t cap = r->cap;
+            while (cap < r->have + n)
+                cap *= 2;
+            if (cap > r->msg_len)
+                cap = r->msg_len;
+            uint8_t *nb = realloc(r->msg, cap);
+            if (!nb) {
+                err_set(e, "out of memory for a %zu-byte message", r->msg_len);
+                return -ENOMEM;
+            }
+            r->msg = nb;
+            r->cap = cap;
+        }
+        if (n)
+            memcpy(r->msg + r->have, data, n);
+        r->have += n;
+        data += n;
+        len -= n;
+        if (r->have < r->msg_len)
+            return 0; /* len is 0 here: wait for the next chunk */
+        uint8_t *msg = r->msg;
+        size_t mlen = r->msg_len;
+        r->msg = NULL;
+        r->hdr_len = 0;
+        r->msg_len = r->have = r->cap = 0;
+        int rc = fn(arg, msg, mlen);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+bool grpc_frame_reasm_is_partial(const struct grpc_frame_reasm *r)
+{
+    return r->hdr_len > 0;
+}
+
+void grpc_frame_reasm_deinit(struct grpc_frame_reasm *r)
+{
+    free(r->msg);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- socket I/O ---- */
+
+static int wbuf_append(struct grpc_frame_wbuf *w, const uint8_t *data, size_t len)
+{
+    if (w->len + len > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + len)
+            cap *= 2;
+        uint8_t *nb = realloc(w->buf, cap);
+        if (!nb)
+            return -ENOMEM;
+        w->buf = nb;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, data, len);
+    w->len += len;
+    return 0;
+}
+
+int grpc_frame_flush(int fd, nghttp2_session *h2, struct grpc_frame_wbuf *w, struct err *e)
+{
+    for (;;) {
+        while (w->off < w->len) {
+            ssize_t n = send(fd, w->buf + w->off, w->len - w->off, MSG_NOSIGNAL);
+            if (n == -1) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return 0;
+                int rc = -errno;
+                err_set(e, "send: %s", strerror(errno));
+                return rc;
+            }
+            w->off += (size_t)n;
+        }
+        w->off = w->len = 0;
+        if (w->cap > SHRINK_ABOVE) {
+            free(w->buf);
+            w->buf = NULL;
+            w->cap = 0;
+        }
+        while (w->len < WBUF_FILL) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(h2, &data);
+            if (n < 0) {
+                err_set(e, "HTTP/2 send: %s", nghttp2_strerror((int)n));
+                return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+            }
+            if (n == 0)
+                break;
+            if (wbuf_append(w, data, (size_t)n) != 0) {
+                err_set(e, "out of memory for the send buffer");
+                return -ENOMEM;
+            }
+        }
+        if (w->len == 0)
+            return 0;
+    }
+}
+
+bool grpc_frame_wants_write(nghttp2_session *h2, const struct grpc_frame_wbuf *w)
+{
+    return w->off < w->len || nghttp2_session_want_write(h2);
+}
+
+void grpc_frame_wbuf_deinit(struct grpc_frame_wbuf *w)
+{
+    free(w->buf);
+    memset(w, 0, sizeof(*w));
+}
+
+int grpc_frame_read(int fd, nghttp2_session *h2, uint8_t *buf, size_t cap, struct err *e)
+{
+    ssize_t n;
+    do {
+        n = recv(fd, buf, cap, 0);
+    } while (n == -1 && errno == EINTR);
+    if (n == -1) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        int rc = -errno;
+        err_set(e, "recv: %s", strerror(errno));
+        return rc;
+    }
+    if (n == 0) {
+        err_set(e, "connection closed by peer");
+        return -ECONNRESET;
+    }
+    ssize_t r = nghttp2_session_mem_recv(h2, buf, (size_t)n);
+    if (r < 0) {
+        err_set(e, "HTTP/2 receive: %s", nghttp2_strerror((int)r));
+        return r == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+    }
+    return (int)n;
+}
+
+/* ---- session defaults ---- */
+
+nghttp2_option *grpc_frame_options(void)
+{
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0)
+        return NULL;
+    /* Closed streams only feed RFC 7540 priorities, which gRPC does not use. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    /* A peer that never reads our PING/SETTINGS acks is flooding us. */
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    /* CVE-2024-28182: bound CONTINUATION frames per header block (Debian's 1.52 backport). */
+    nghttp2_option_set_max_continuations(opt, 8);
+    return opt;
+}
+
+int grpc_frame_session_start(nghttp2_session *h2, bool is_server, uint32_t max_streams)
+{
+    nghttp2_settings_entry iv[3];
+    size_t n = 0;
+    iv[n++] =
+        (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, GRPC_FRAME_STREAM_WINDOW};
+    iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+                                       GRPC_FRAME_MAX_HEADER_BYTES};
+    if (is_server)
+        iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_streams};
+    else
+        iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+    if (nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, n) != 0)
+        return -ENOMEM;
+    /* Stream 0's window is not a SETTING: widen it with a WINDOW_UPDATE, so a 16 MiB xDS
+     * response is not paced by 64 KiB round trips. */
+    if (nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)GRPC_FRAME_CONN_WINDOW) != 0)
+        return -ENOMEM;
+    return 0;
+}
+
+/* ---- grpc-message ---- */
+
+char *grpc_frame_pct_encode(const char *text, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (size_t i = 0; text && text[i] && i < GRPC_FRAME_TEXT_CAP; i++) {
+        uint8_t c = (uint8_t)text[i];
+        bool plain = c >= 0x20 && c <= 0x7e && c != '%';
+        size_t need = plain ? 1 : 3;
+        if (o + need + 1 > cap)
+            break;
+        if (plain) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (cap)
+        out[o] = '\0';
+    return out;
+}
+
+static int hexval(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+void grpc_frame_pct_decode(const uint8_t *in, size_t len, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 1 < cap; i++) {
+        uint8_t c = in[i];
+        if (c == '%' && i + 2 < len && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
+            c = (uint8_t)(hexval(in[i + 1]) << 4 | hexval(in[i + 2]));
+            i += 2;
+        }
+        out[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    out[o] = '\0';
+}
+
+const char *grpc_frame_status_name(int code)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if (code < 0 || (size_t)code >= sizeof(names) / sizeof(names[0]))
+        return "UNKNOWN_CODE";
+    return names[code];
+}
+
+/* ---- time ---- */
+
+int grpc_frame_poll_ms(uint64_t deadline_ns)
+{
+    uint64_t now = clock_mono_ns();
+    if (now >= deadline_ns)
+        return 0;
+    uint64_t ms = (deadline_ns - now + NS_PER_MS - 1) / NS_PER_MS;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+uint64_t grpc_frame_deadline(int timeout_ms)
+{
+    return clock_mono_ns() + (timeout_ms > 0 ? (uint64_t)timeout_ms * NS_PER_MS : 0);
+}
