@@ -15,6 +15,7 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  proxy   Run Quilkin as a UDP reverse game server proxy\n"
+    "  manage  Run an xDS management server (manage file PATH)\n"
     "  qcmp    Quilkin Control Message Protocol client (qcmp ping ADDR [-a N])\n"
     "\n"
     "Options:\n"
@@ -113,7 +114,9 @@ int main(int argc, char **argv)
         return cli_proxy(&g, sub_argc, sub_argv);
     if (strcmp(cmd, "qcmp") == 0)
         return cli_qcmp(&g, sub_argc, sub_argv);
-    if (strcmp(cmd, "manage") == 0 || strcmp(cmd, "relay") == 0 || strcmp(cmd, "agent") == 0 ||
+    if (strcmp(cmd, "manage") == 0)
+        return cli_manage(&g, sub_argc, sub_argv);
+    if (strcmp(cmd, "relay") == 0 || strcmp(cmd, "agent") == 0 ||
         strcmp(cmd, "generate-config-schema") == 0) {
         fprintf(stderr, "quilkin: the `%s` command is not implemented yet\n", cmd);
         return EXIT_RUNTIME;

@@ -28,5 +28,6 @@ bool cli_parse_bool_env(const char *var, const char *text);
 /* Sub-commands; argv[0] is the sub-command name. They return the process exit status. */
 int cli_proxy(const struct global_opts *g, int argc, char **argv);
 int cli_qcmp(const struct global_opts *g, int argc, char **argv);
+int cli_manage(const struct global_opts *g, int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@
 #include "net/sock.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
+#include "xds/ads_client.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -45,7 +46,7 @@ static const char proxy_usage[] =
     "Usage: quilkin proxy [OPTIONS]\n"
     "\n"
     "Options:\n"
-    "  -m, --management-server <URL>  xDS management server (not supported yet)\n"
+    "  -m, --management-server <URL>  xDS management server http://HOST:PORT, repeatable\n"
     "                                 [env: QUILKIN_MANAGEMENT_SERVER]\n"
     "      --mmdb <MMDB>              MaxMind database (not supported; ignored) [env: MMDB]\n"
     "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
@@ -63,8 +64,12 @@ static const char proxy_usage[] =
     "                                 [default: one per available CPU]\n"
     "  -h, --help                     Print help\n";
 
+#define MAX_MANAGEMENT_SERVERS 64
+
 struct proxy_opts {
-    const char *management_server;
+    const char *management_servers[MAX_MANAGEMENT_SERVERS];
+    size_t n_management_servers;
+    uint64_t idle_request_secs;
     uint16_t port, qcmp_port;
     struct addr to[MAX_TO];
     size_t n_to;
@@ -89,8 +94,12 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->port = DEFAULT_PORT;
     o->qcmp_port = DEFAULT_QCMP_PORT;
     o->session_timeout_secs = DEFAULT_SESSION_TIMEOUT_SECS;
-    if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")))
-        o->management_server = env;
+    o->idle_request_secs = 30;
+    if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
+        o->management_servers[o->n_management_servers++] = env;
+    if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
+        o->idle_request_secs = cli_parse_u64("QUILKIN_IDLE_REQUEST_INTERVAL_SECS", env);
+    bool ms_from_cli = false;
     if ((env = getenv("QUILKIN_PORT")))
         o->port = cli_parse_u16("QUILKIN_PORT", env);
     if ((env = getenv("QUILKIN_QCMP_PORT")))
@@ -121,7 +130,12 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:p:q:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
-            o->management_server = optarg;
+            if (!ms_from_cli)
+                o->n_management_servers = 0; /* the command line overrides the env var */
+            ms_from_cli = true;
+            if (o->n_management_servers == MAX_MANAGEMENT_SERVERS)
+                cli_usage_error("too many '--management-server' values");
+            o->management_servers[o->n_management_servers++] = optarg;
             break;
         case OPT_MMDB:
             LOG_WARN("proxy", "--mmdb is not supported by this build; ignoring %s", optarg);
@@ -139,7 +153,7 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             add_to(o, optarg);
             break;
         case OPT_IDLE:
-            cli_parse_u64("--idle-request-interval-secs <SECS>", optarg);
+            o->idle_request_secs = cli_parse_u64("--idle-request-interval-secs <SECS>", optarg);
             break;
         case OPT_TIMEOUT:
             o->session_timeout_secs = cli_parse_u64("--session-timeout-secs <SECS>", optarg);
@@ -161,7 +175,7 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         cli_usage_error("unexpected argument '%s' for 'proxy'", argv[optind]);
     if (!to_from_cli && (env = getenv("QUILKIN_DEST")) && *env)
         add_to(o, env);
-    if (o->n_to && o->management_server)
+    if (o->n_to && o->n_management_servers)
         cli_usage_error("the argument '--to <TO>' cannot be used with "
                         "'--management-server <URL>'");
     if (o->session_timeout_secs == 0 || o->session_timeout_secs > 86400)
@@ -331,6 +345,22 @@ static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch
     }
 }
 
+/* ADS client hook: build a snapshot of the merged config and publish it (ADS thread). */
+static int xds_apply(void *ctx, struct config *cfg, struct err *e)
+{
+    struct proxy_state *ps = ctx;
+    struct snapshot *snap = NULL;
+    if (snapshot_create(cfg, ps->n_workers, &snap, e) < 0) {
+        config_destroy(cfg);
+        return -EINVAL;
+    }
+    uint32_t n_eps = snap->n_eps;
+    size_t n_filters = snap->chain.n;
+    publish(ps, snap);
+    LOG_INFO("xds", "applied update: %u endpoints, %zu filters", n_eps, n_filters);
+    return 0;
+}
+
 static bool is_live(void *ctx)
 {
     (void)ctx;
@@ -359,6 +389,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     struct snapshot *snap = NULL;
     struct admin *admin = NULL;
     struct config_watch *watch = NULL;
+    struct config *xds_initial = NULL; /* the ADS client's starting point, until handed over */
     int sig_fd = -1;
 
     /* Block the signals before any thread starts (admin, workers, xDS) so that every
@@ -396,16 +427,17 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         goto out;
     }
     LOG_INFO("config", "loaded %s", used_path[0] ? used_path : "built-in default config");
-    if (o->management_server) {
-        LOG_ERROR("proxy", "--management-server (xDS) is not supported yet");
-        fprintf(stderr, "quilkin: --management-server (xDS) is not supported yet\n");
+    if (o->n_management_servers &&
+        ads_client_check_urls(o->management_servers, o->n_management_servers, &e) < 0) {
+        LOG_ERROR("xds", "%s", e.msg);
+        fprintf(stderr, "quilkin: %s\n", e.msg);
         goto out;
     }
     if (o->n_to && config_set_unlocated(cfg, o->to, o->n_to) < 0) {
         LOG_ERROR("proxy", "out of memory");
         goto out;
     }
-    if (config_endpoint_count(cfg) == 0) {
+    if (config_endpoint_count(cfg) == 0 && !o->n_management_servers) {
         const char *msg = "`quilkin proxy` requires at least one `to` address or "
                           "`management_server` endpoint.";
         LOG_ERROR("proxy", "%s", msg);
@@ -419,6 +451,10 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     if (snapshot_create(cfg, n_workers, &snap, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
+        goto out;
+    }
+    if (o->n_management_servers && !(xds_initial = config_clone(snap->cfg))) {
+        LOG_ERROR("proxy", "out of memory");
         goto out;
     }
     cfg = NULL; /* owned by the snapshot */
@@ -485,7 +521,23 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
             goto out;
         }
     }
-    if (used_path[0]) {
+    if (o->n_management_servers) {
+        /* the data path already runs on the file's config; the ADS client merges updates
+           into it and publishes them (it never makes the workers wait) */
+        struct ads_client_opts ao = {.servers = o->management_servers,
+                                     .n_servers = o->n_management_servers,
+                                     .idle_request_secs = o->idle_request_secs
+                                                              ? (unsigned)o->idle_request_secs
+                                                              : 1};
+        struct ads_client_hooks ah = {.apply = xds_apply, .ctx = ps};
+        ps->ads = ads_client_start(&ao, xds_initial, &ah, &e);
+        xds_initial = NULL;
+        if (!ps->ads) {
+            LOG_ERROR("xds", "%s", e.msg);
+            goto out;
+        }
+    } else if (used_path[0]) {
+        /* with a management server the file is not watched: xDS owns the config */
         watch = config_watch_create(used_path, &e);
         if (watch)
             LOG_INFO("config", "watching %s for changes", used_path);
@@ -503,6 +555,8 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     log_stats(ps);
     status = 0;
 out:
+    ads_client_stop(ps->ads);
+    config_destroy(xds_initial);
     atomic_store(&ps->control.stopping, true);
     for (unsigned i = 0; i < ps->n_workers; i++)
         worker_join(ps->workers[i]);

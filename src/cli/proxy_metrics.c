@@ -3,6 +3,7 @@
 #include "base/prom.h"
 #include "base/strbuf.h"
 #include "cli/proxy_state.h"
+#include "xds/ads_client.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,7 +15,10 @@
 bool proxy_is_ready(void *ctx)
 {
     struct proxy_state *ps = ctx;
-    return atomic_load(&ps->n_endpoints) > 0; /* spec admin.md §3: at least one endpoint */
+    /* spec admin.md §3: at least one endpoint, and with xDS a healthy stream */
+    if (ps->ads && !ads_client_is_healthy(ps->ads))
+        return false;
+    return atomic_load(&ps->n_endpoints) > 0;
 }
 
 int proxy_render_config(void *ctx, struct strbuf *out)
@@ -170,6 +174,8 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                     atomic_load(&ps->reloads_ok));
     prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"rejected\"",
                     atomic_load(&ps->reloads_failed));
+    if (ps->ads)
+        ads_client_render_metrics(ps->ads, out);
     free(s);
     free(rr);
     free(rw);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct strbuf;
+struct ads_client;
 
 #define MAX_WORKERS 256
 
@@ -17,11 +18,12 @@ struct proxy_state {
     struct worker *workers[MAX_WORKERS];
     unsigned n_workers;
     struct worker_control control;
+    struct ads_client *ads; /* NULL without --management-server */
     /* facts about the current snapshot, stored by the control thread at each publish */
     _Atomic uint32_t n_groups, n_endpoints;
     _Atomic uint64_t reloads_ok, reloads_failed;
     /* /config: the current config as JSON, rebuilt at each publish */
-    pthread_mutex_t config_lock;
+    pthread_mutex_t config_lock; /* config_json; publish may run on the ADS thread */
     char *config_json;
     size_t config_json_len;
 };

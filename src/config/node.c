@@ -155,7 +155,7 @@ static void list_names(const char *const *names, size_t n_names, char *buf, size
 int node_get_enum(const struct node *n, const char *const *names, size_t n_names, int *out,
                   struct err *e)
 {
-    const char *s;
+    const char *s = NULL;
     int rc = node_get_str(n, &s, e);
     if (rc < 0)
         return rc;

@@ -155,7 +155,7 @@ static int parse_ports(const struct node *n, struct fw_ports *out, struct err *e
         return rc;
     size_t len = n->str_len;
     const char *dash = memchr(s, '-', len);
-    uint16_t lo, hi;
+    uint16_t lo = 0, hi = 0;
     if (!dash) {
         if ((rc = parse_u16(n, s, len, &lo, e)) < 0)
             return rc;

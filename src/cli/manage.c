@@ -1,0 +1,352 @@
+/* `quilkin manage file PATH` (spec cli.md §2.3, xds.md §7-§8.1): an ADS server fed by the
+ * file provider. The file is watched (in-place writes and replacement by rename); a bad
+ * file keeps the last good state served, and is logged and counted. */
+#include "admin/http.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/prom.h"
+#include "base/strbuf.h"
+#include "cli/cli.h"
+#include "config/config.h"
+#include "config/dump.h"
+#include "config/watch.h"
+#include "net/addr.h"
+#include "xds/ads_server.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define DEFAULT_MANAGE_PORT 7800
+#define DEFAULT_ADMIN_ADDRESS "[::]:8000"
+#define PROVIDER_DEBOUNCE_NS (50 * 1000000ull) /* spec xds.md §8.1: wait 50 ms */
+
+static const char manage_usage[] =
+    "Run Quilkin as an xDS management server\n"
+    "\n"
+    "Usage: quilkin manage [OPTIONS] <PROVIDER>\n"
+    "\n"
+    "Providers:\n"
+    "  file <PATH>   Watches a configuration file [env: QUILKIN_FS_PATH]\n"
+    "  agones        (not supported by this build)\n"
+    "\n"
+    "Options:\n"
+    "  -r, --relay <URL>        Relay mDS endpoints (not supported yet)\n"
+    "  -p, --port <PORT>        xDS gRPC port [env: QUILKIN_PORT] [default: 7800]\n"
+    "      --region <REGION>    Locality for unlocated endpoints [env: QUILKIN_REGION]\n"
+    "      --zone <ZONE>        [env: QUILKIN_ZONE]\n"
+    "      --sub-zone <SUBZONE> [env: QUILKIN_SUB_ZONE]\n"
+    "  -h, --help               Print help\n";
+
+struct manage_state {
+    struct ads_server *ads;
+    atomic_bool healthy;
+    _Atomic uint64_t loads_ok, loads_failed;
+    pthread_mutex_t lock; /* config_json */
+    char *config_json;
+    size_t config_json_len;
+};
+
+static bool manage_live(void *ctx)
+{
+    (void)ctx;
+    return true;
+}
+
+static bool manage_ready(void *ctx)
+{
+    struct manage_state *m = ctx;
+    return atomic_load(&m->healthy);
+}
+
+static int manage_metrics(void *ctx, struct strbuf *out)
+{
+    struct manage_state *m = ctx;
+    ads_server_render_metrics(m->ads, out);
+    prom_header(out, "quilkin_config_reloads_total", "counter",
+                "Provider file loads by result (applied or rejected)");
+    prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"applied\"",
+                    atomic_load(&m->loads_ok));
+    prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"rejected\"",
+                    atomic_load(&m->loads_failed));
+    prom_header(out, "quilkin_xds_streams", "gauge", "Open ADS streams (extension)");
+    prom_sample_u64(out, "quilkin_xds_streams", "", ads_server_stream_count(m->ads));
+    return out->failed ? -ENOMEM : 0;
+}
+
+static int manage_config(void *ctx, struct strbuf *out)
+{
+    struct manage_state *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    if (m->config_json)
+        strbuf_append(out, m->config_json, m->config_json_len);
+    else
+        strbuf_printf(out, "null");
+    pthread_mutex_unlock(&m->lock);
+    return out->failed ? -ENOMEM : 0;
+}
+
+/* spec cli.md §2.3: with --region/--zone/--sub-zone, unlocated endpoints move into that
+ * locality (merged into an existing group of the same locality). */
+static int relocate(struct config *cfg, const char *region, const char *zone, const char *sub)
+{
+    struct cluster_group *un = NULL, *target = NULL;
+    for (size_t i = 0; i < cfg->n_groups; i++) {
+        struct cluster_group *g = &cfg->groups[i];
+        if (!g->has_locality)
+            un = g;
+        else if (!strcmp(g->locality.region, region) && !strcmp(g->locality.zone, zone) &&
+                 !strcmp(g->locality.sub_zone, sub))
+            target = g;
+    }
+    if (!un)
+        return 0;
+    if (!target) {
+        char *r = strdup(region), *z = strdup(zone), *s = strdup(sub);
+        if (!r || !z || !s) {
+            free(r);
+            free(z);
+            free(s);
+            return -ENOMEM;
+        }
+        free(un->locality.region);
+        free(un->locality.zone);
+        free(un->locality.sub_zone);
+        un->locality.region = r;
+        un->locality.zone = z;
+        un->locality.sub_zone = s;
+        un->has_locality = true;
+        return 0;
+    }
+    size_t n = target->n_endpoints + un->n_endpoints;
+    struct endpoint_cfg *eps = realloc(target->endpoints, (n ? n : 1) * sizeof(*eps));
+    if (!eps)
+        return -ENOMEM;
+    memcpy(eps + target->n_endpoints, un->endpoints, un->n_endpoints * sizeof(*eps));
+    target->endpoints = eps;
+    target->n_endpoints = n;
+    free(un->endpoints);
+    un->endpoints = NULL;
+    un->n_endpoints = 0; /* an empty unlocated group is harmless */
+    return 0;
+}
+
+struct manage_opts {
+    uint16_t port;
+    const char *region, *zone, *sub_zone;
+    const char *path;
+};
+
+/* Reads the provider file and serves it; on failure keeps what is served. */
+static void load(struct manage_state *m, const struct manage_opts *o)
+{
+    struct err e = {{0}};
+    struct config *cfg = NULL;
+    int rc = config_read_file(o->path, &cfg, &e);
+    if (rc == 0 && (o->region || o->zone || o->sub_zone) &&
+        relocate(cfg, o->region ? o->region : "", o->zone ? o->zone : "",
+                 o->sub_zone ? o->sub_zone : "") < 0)
+        rc = err_set(&e, "out of memory");
+    if (rc < 0) {
+        config_destroy(cfg);
+        atomic_fetch_add(&m->loads_failed, 1);
+        LOG_ERROR("xds", "provider file rejected, still serving the last good state: %s",
+                  e.msg);
+        return;
+    }
+    struct strbuf json = {0};
+    config_dump_json(cfg, &json);
+    pthread_mutex_lock(&m->lock);
+    free(m->config_json);
+    m->config_json = json.failed ? NULL : json.buf;
+    m->config_json_len = json.failed ? 0 : json.len;
+    pthread_mutex_unlock(&m->lock);
+    if (json.failed)
+        strbuf_deinit(&json);
+    LOG_INFO("xds", "serving %s: %zu cluster groups, %zu endpoints, %zu filters", o->path,
+             cfg->n_groups, config_endpoint_count(cfg), cfg->n_filters);
+    ads_server_set_config(m->ads, cfg);
+    atomic_fetch_add(&m->loads_ok, 1);
+    atomic_store(&m->healthy, true);
+}
+
+static void parse_manage(struct manage_opts *o, int argc, char **argv)
+{
+    const char *env;
+    o->port = DEFAULT_MANAGE_PORT;
+    if ((env = getenv("QUILKIN_PORT")))
+        o->port = cli_parse_u16("QUILKIN_PORT", env);
+    o->region = getenv("QUILKIN_REGION");
+    o->zone = getenv("QUILKIN_ZONE");
+    o->sub_zone = getenv("QUILKIN_SUB_ZONE");
+    enum { OPT_REGION = 256, OPT_ZONE, OPT_SUB_ZONE };
+    static const struct option opts[] = {
+        {"relay", required_argument, NULL, 'r'},
+        {"port", required_argument, NULL, 'p'},
+        {"region", required_argument, NULL, OPT_REGION},
+        {"zone", required_argument, NULL, OPT_ZONE},
+        {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    /* '+': stop at the provider name; its own arguments follow */
+    while ((c = getopt_long(argc, argv, "+r:p:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            LOG_WARN("xds", "--relay is not supported by this build; ignoring %s", optarg);
+            break;
+        case 'p':
+            o->port = cli_parse_u16("--port <PORT>", optarg);
+            break;
+        case OPT_REGION:
+            o->region = optarg;
+            break;
+        case OPT_ZONE:
+            o->zone = optarg;
+            break;
+        case OPT_SUB_ZONE:
+            o->sub_zone = optarg;
+            break;
+        case 'h':
+            fputs(manage_usage, stdout);
+            exit(0);
+        default:
+            cli_usage_error("invalid option for 'manage' (see 'quilkin manage --help')");
+        }
+    }
+    if (optind >= argc)
+        cli_usage_error("'manage' requires a provider: file <PATH> (see 'quilkin manage "
+                        "--help')");
+    const char *provider = argv[optind++];
+    if (strcmp(provider, "agones") == 0) {
+        fprintf(stderr, "quilkin: the agones provider is not supported by this build\n");
+        exit(EXIT_RUNTIME);
+    }
+    if (strcmp(provider, "file") != 0)
+        cli_usage_error("unknown provider '%s' (expected file or agones)", provider);
+    o->path = optind < argc ? argv[optind++] : getenv("QUILKIN_FS_PATH");
+    if (!o->path)
+        cli_usage_error("'manage file' requires a <PATH> [env: QUILKIN_FS_PATH]");
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s' for 'manage file'", argv[optind]);
+}
+
+int cli_manage(const struct global_opts *g, int argc, char **argv)
+{
+    struct manage_opts o = {0};
+    parse_manage(&o, argc, argv);
+    LOG_INFO("xds", "Starting Quilkin version=%s (manage)", QK_VERSION);
+    struct manage_state *m = calloc(1, sizeof(*m));
+    if (!m)
+        return EXIT_RUNTIME;
+    pthread_mutex_init(&m->lock, NULL);
+    int status = EXIT_RUNTIME, sig_fd = -1, epfd = -1;
+    struct admin *admin = NULL;
+    struct config_watch *watch = NULL;
+    struct err e = {{0}};
+
+    /* block before any thread starts, so every thread inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* the config file (-c) only provides the server's id here */
+    struct config *own = NULL;
+    char used[4096];
+    if (config_load_file(g->config_path, &own, used, &e) < 0) {
+        fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
+        goto out;
+    }
+    m->ads = ads_server_create(o.port, own->id, &e);
+    config_destroy(own);
+    if (!m->ads) {
+        LOG_ERROR("xds", "%s", e.msg);
+        fprintf(stderr, "quilkin: %s\n", e.msg);
+        goto out;
+    }
+    if (!g->no_admin) {
+        struct addr listen;
+        addr_parse(g->admin_address ? g->admin_address : DEFAULT_ADMIN_ADDRESS, &listen);
+        struct admin_hooks hooks = {.is_live = manage_live,
+                                    .is_ready = manage_ready,
+                                    .render_metrics = manage_metrics,
+                                    .render_config = manage_config,
+                                    .ctx = m};
+        admin = admin_start(&listen, &hooks, &e);
+        if (!admin) {
+            LOG_ERROR("admin", "%s", e.msg);
+            fprintf(stderr, "quilkin: %s\n", e.msg);
+            goto out;
+        }
+    }
+    sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    watch = config_watch_create(o.path, &e);
+    if (sig_fd == -1 || epfd == -1 || !watch) {
+        LOG_ERROR("xds", "cannot set up: %s", watch ? strerror(errno) : e.msg);
+        goto out;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = sig_fd};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, sig_fd, &ev);
+    ev.data.fd = config_watch_fd(watch);
+    epoll_ctl(epfd, EPOLL_CTL_ADD, config_watch_fd(watch), &ev);
+
+    load(m, &o);
+    LOG_INFO("xds", "xDS server listening on [::]:%u (gRPC, h2c)", ads_server_port(m->ads));
+    LOG_INFO("xds", "Quilkin is ready");
+    uint64_t load_at = 0;
+    for (;;) {
+        int timeout = 1000;
+        uint64_t now = clock_mono_ns();
+        if (load_at)
+            timeout = load_at > now ? (int)((load_at - now) / 1000000 + 1) : 0;
+        int r = ads_server_poll(m->ads, timeout, epfd);
+        if (r < 0) {
+            LOG_ERROR("xds", "xDS server failed: %s", strerror(-r));
+            goto out;
+        }
+        if (r == 1) {
+            struct epoll_event evs[4];
+            int n = epoll_wait(epfd, evs, 4, 0);
+            for (int i = 0; i < n; i++) {
+                if (evs[i].data.fd == sig_fd) {
+                    LOG_INFO("xds", "signal received: shutting down");
+                    status = 0;
+                    goto out;
+                }
+                if (config_watch_changed(watch))
+                    load_at = clock_mono_ns() + PROVIDER_DEBOUNCE_NS;
+            }
+        }
+        if (load_at && clock_mono_ns() >= load_at) {
+            load_at = 0;
+            load(m, &o);
+        }
+    }
+out:
+    admin_stop(admin);
+    ads_server_destroy(m->ads);
+    config_watch_destroy(watch);
+    if (sig_fd >= 0)
+        close(sig_fd);
+    if (epfd >= 0)
+        close(epfd);
+    free(m->config_json);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+    return status;
+}

@@ -1,0 +1,487 @@
+/* ADS client thread; see ads_client.h. Owns its copy of the configuration (`current`),
+ * merges every response into a clone of it, and passes the clone to the proxy to publish. */
+#include "xds/ads_client.h"
+
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/prom.h"
+#include "base/strbuf.h"
+#include "config/config.h"
+#include "xds/grpc.h"
+#include "xds/resources.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define CONNECT_TIMEOUT_MS 5000 /* spec xds.md §2 */
+#define SEND_TIMEOUT_MS 5000
+#define BASE_BACKOFF_MS 500
+#define JITTER_MS 2000
+#define METRIC_SLOTS 32
+
+enum xds_kind {
+    KIND_CLUSTER = 0,
+    KIND_LISTENER,
+    KIND_CLA,
+    KIND_COUNT,
+};
+
+static const char *const kind_url[KIND_COUNT] = {XDS_TYPE_CLUSTER, XDS_TYPE_LISTENER,
+                                                 XDS_TYPE_CLA};
+
+/* Counters per (control plane identifier, type); written by the ADS thread, read by the
+ * admin thread, both under `lock` (a few times per response: not a data path). */
+struct metric_row {
+    char control_plane[128];
+    enum xds_kind kind;
+    uint64_t responses, acks, nacks;
+};
+
+struct ads_client {
+    struct ads_client_opts opts;
+    struct ads_client_hooks hooks;
+    struct config *current;
+    char *node_id;
+    pthread_t thread;
+    int wake_fd;
+    atomic_bool stop;
+    atomic_bool healthy;
+    atomic_bool connected;
+    pthread_mutex_t lock;
+    struct metric_row rows[METRIC_SLOTS];
+    unsigned n_rows;
+};
+
+/* ---- URLs ---------------------------------------------------------------------------- */
+
+/* Splits "http://host:port[/]" into host (brackets removed) and port. */
+static int parse_url(const char *url, char *host, size_t host_cap, uint16_t *port,
+                     struct err *e)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return err_set(e, "invalid management server `%s`: No scheme provided", url);
+    if ((size_t)(p - url) != 4 || strncmp(url, "http", 4) != 0)
+        return err_set(e, "invalid management server `%s`: only http:// is supported", url);
+    p += 3;
+    const char *host_end, *colon;
+    if (*p == '[') {
+        host_end = strchr(p, ']');
+        if (!host_end)
+            return err_set(e, "invalid management server `%s`: unclosed [", url);
+        colon = host_end + 1;
+        p++;
+    } else {
+        colon = strchr(p, ':');
+        host_end = colon;
+    }
+    if (!colon || *colon != ':' || host_end == p)
+        return err_set(e, "invalid management server `%s`: expected http://HOST:PORT", url);
+    size_t hlen = (size_t)(host_end - p);
+    if (hlen >= host_cap)
+        return err_set(e, "invalid management server `%s`: host too long", url);
+    memcpy(host, p, hlen);
+    host[hlen] = '\0';
+    unsigned long v = 0;
+    const char *d = colon + 1;
+    if (*d < '0' || *d > '9')
+        return err_set(e, "invalid management server `%s`: bad port", url);
+    for (; *d >= '0' && *d <= '9'; d++) {
+        v = v * 10 + (unsigned long)(*d - '0');
+        if (v > 65535)
+            return err_set(e, "invalid management server `%s`: bad port", url);
+    }
+    if (*d && strcmp(d, "/") != 0)
+        return err_set(e, "invalid management server `%s`: unexpected `%s`", url, d);
+    *port = (uint16_t)v;
+    return 0;
+}
+
+int ads_client_check_urls(const char *const *servers, size_t n, struct err *e)
+{
+    char host[256];
+    uint16_t port;
+    for (size_t i = 0; i < n; i++)
+        if (parse_url(servers[i], host, sizeof(host), &port, e) < 0)
+            return -EINVAL;
+    return 0;
+}
+
+/* ---- metrics ------------------------------------------------------------------------- */
+
+static void count(struct ads_client *c, const char *cp, enum xds_kind kind, int which)
+{
+    pthread_mutex_lock(&c->lock);
+    struct metric_row *row = NULL;
+    for (unsigned i = 0; i < c->n_rows && !row; i++)
+        if (c->rows[i].kind == kind && strcmp(c->rows[i].control_plane, cp) == 0)
+            row = &c->rows[i];
+    if (!row && c->n_rows < METRIC_SLOTS) {
+        row = &c->rows[c->n_rows++];
+        snprintf(row->control_plane, sizeof(row->control_plane), "%s", cp);
+        row->kind = kind;
+    }
+    if (row) {
+        if (which == 0)
+            row->responses++;
+        else if (which == 1)
+            row->acks++;
+        else
+            row->nacks++;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+void ads_client_render_metrics(struct ads_client *c, struct strbuf *out)
+{
+    char labels[512], cp[300], id[300];
+    prom_escape(id, sizeof(id), c->node_id);
+    prom_header(out, "quilkin_active_control_planes", "gauge",
+                "Number of control planes whose response stream is being consumed");
+    snprintf(labels, sizeof(labels), "control_plane=\"%s\"", id);
+    prom_sample_u64(out, "quilkin_active_control_planes", labels,
+                    atomic_load(&c->connected) ? 1 : 0);
+    static const char *const names[3] = {"quilkin_discovery_responses", "quilkin_xds_acks",
+                                         "quilkin_xds_nacks"};
+    static const char *const helps[3] = {"Total DiscoveryResponses received",
+                                         "Total responses applied and acknowledged",
+                                         "Total responses rejected"};
+    pthread_mutex_lock(&c->lock);
+    for (int m = 0; m < 3; m++) {
+        prom_header(out, names[m], "counter", helps[m]);
+        for (unsigned i = 0; i < c->n_rows; i++) {
+            const struct metric_row *r = &c->rows[i];
+            uint64_t v = m == 0 ? r->responses : m == 1 ? r->acks : r->nacks;
+            prom_escape(cp, sizeof(cp), r->control_plane);
+            snprintf(labels, sizeof(labels), "control_plane=\"%s\",type=\"%s\"", cp,
+                     kind_url[r->kind]);
+            prom_sample_u64(out, names[m], labels, v);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- requests ------------------------------------------------------------------------ */
+
+static int send_request(struct grpc_client *g, const struct xds_request *rq, struct err *e)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (xds_request_encode(rq, &buf, &len) < 0)
+        return err_set(e, "out of memory encoding a DiscoveryRequest"), -ENOMEM;
+    int rc = grpc_client_send(g, buf, len, SEND_TIMEOUT_MS, e);
+    free(buf);
+    return rc;
+}
+
+/* spec xds.md §5.2: node {id, user_agent_name "quilkin"}, type_url, nothing else. */
+static int subscribe_all(struct ads_client *c, struct grpc_client *g, struct err *e)
+{
+    for (int k = 0; k < KIND_COUNT; k++) {
+        struct xds_request rq = {.node_id = c->node_id,
+                                 .user_agent_name = "quilkin",
+                                 .type_url = (char *)kind_url[k]};
+        int rc = send_request(g, &rq, e);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int kind_of(const char *url)
+{
+    for (int k = 0; k < KIND_COUNT; k++)
+        if (url && strcmp(url, kind_url[k]) == 0)
+            return k;
+    return -1;
+}
+
+/* Applies one response to a clone of `current` (spec xds.md §5.3: resources in order, stop
+ * at the first failure, those before it stay applied), publishes, and answers ACK or NACK.
+ * Returns a negative errno when the stream must be dropped. */
+static int handle_response(struct ads_client *c, struct grpc_client *g, const uint8_t *msg,
+                           size_t len)
+{
+    struct err e = {{0}};
+    struct xds_response rs;
+    memset(&rs, 0, sizeof(rs));
+    if (xds_response_decode(msg, len, &rs, &e) < 0) {
+        LOG_WARN("xds", "undecodable DiscoveryResponse: %s", e.msg);
+        return -EPROTO;
+    }
+    const char *cp = rs.control_plane_id ? rs.control_plane_id : "";
+    int kind = kind_of(rs.type_url);
+    if (kind < 0) {
+        LOG_WARN("xds", "response of unknown type `%s`; reconnecting", rs.type_url);
+        xds_response_free(&rs);
+        return -EPROTO;
+    }
+    count(c, cp, (enum xds_kind)kind, 0);
+    atomic_store(&c->healthy, true);
+
+    struct xds_request ack = {.version_info = rs.version_info,
+                              .type_url = rs.type_url,
+                              .response_nonce = rs.nonce};
+    char **names = calloc(rs.n_resources ? rs.n_resources : 1, sizeof(*names));
+    struct config *work = config_clone(c->current);
+    int rc = 0;
+    size_t applied = 0;
+    if (!names || !work) {
+        rc = err_set(&e, "out of memory applying a DiscoveryResponse");
+        goto answer;
+    }
+    for (size_t i = 0; i < rs.n_resources && rc == 0; i++) {
+        const struct xds_any *a = &rs.resources[i];
+        if (kind_of(a->type_url) != kind) {
+            rc = err_set(&e, "resource %zu has type `%s` in a `%s` response", i, a->type_url,
+                         rs.type_url);
+            break;
+        }
+        if (kind == KIND_CLUSTER) {
+            struct cluster_group grp;
+            rc = xds_cluster_decode(a->value, a->len, &grp, &e);
+            if (rc == 0) {
+                names[ack.n_resource_names++] = xds_cluster_resource_name(&grp);
+                rc = xds_apply_clusters(work, &grp, 1);
+                if (rc < 0)
+                    xds_group_free(&grp);
+            }
+        } else if (kind == KIND_CLA) {
+            struct cluster_group *groups = NULL;
+            size_t n = 0;
+            rc = xds_cla_decode(a->value, a->len, &groups, &n, &e);
+            if (rc == 0) {
+                names[ack.n_resource_names++] = strdup("");
+                rc = xds_apply_clusters(work, groups, n);
+                if (rc < 0)
+                    for (size_t k = 0; k < n; k++)
+                        xds_group_free(&groups[k]);
+                free(groups);
+            }
+        } else {
+            struct filter_cfg *fs = NULL;
+            size_t n = 0;
+            rc = xds_listener_decode(a->value, a->len, &fs, &n, &e);
+            if (rc == 0) {
+                names[ack.n_resource_names++] = strdup("");
+                xds_apply_filters(work, fs, n);
+                free(fs);
+            }
+        }
+        if (rc == 0)
+            applied++;
+    }
+    if (applied > 0 || rs.n_resources == 0) {
+        /* publish what was applied (also on a later failure: no rollback) */
+        struct config *keep = config_clone(work);
+        struct err pe = {{0}};
+        if (!keep) {
+            config_destroy(work);
+            work = NULL;
+            rc = err_set(&e, "out of memory applying a DiscoveryResponse");
+        } else {
+            int prc = c->hooks.apply(c->hooks.ctx, work, &pe);
+            work = NULL;
+            if (prc == 0) {
+                config_destroy(c->current);
+                c->current = keep;
+            } else {
+                config_destroy(keep);
+                if (rc == 0) {
+                    rc = prc;
+                    memcpy(&e, &pe, sizeof(e));
+                }
+            }
+        }
+    }
+answer:
+    config_destroy(work);
+    if (rc < 0) {
+        ack.has_error = true;
+        ack.error_code = 3; /* INVALID_ARGUMENT */
+        ack.error_message = e.msg;
+        count(c, cp, (enum xds_kind)kind, 2);
+        LOG_WARN("xds", "NACK %s version %s: %s", rs.type_url,
+                 rs.version_info ? rs.version_info : "", e.msg);
+    } else {
+        count(c, cp, (enum xds_kind)kind, 1);
+        LOG_DEBUG("xds", "ACK %s version %s (%zu resources)", rs.type_url,
+                  rs.version_info ? rs.version_info : "", rs.n_resources);
+    }
+    ack.resource_names = names;
+    struct err se = {{0}};
+    int src = names ? send_request(g, &ack, &se) : -ENOMEM;
+    for (size_t i = 0; names && i < ack.n_resource_names; i++)
+        free(names[i]);
+    free(names);
+    xds_response_free(&rs);
+    if (src < 0)
+        LOG_WARN("xds", "cannot send ACK/NACK: %s", se.msg);
+    return src < 0 ? src : 0;
+}
+
+/* ---- thread -------------------------------------------------------------------------- */
+
+/* Sleeps ms or until stop is requested (wake_fd). */
+static void nap(struct ads_client *c, unsigned ms)
+{
+    struct pollfd p = {.fd = c->wake_fd, .events = POLLIN};
+    uint64_t end = clock_mono_ns() + (uint64_t)ms * 1000000ull;
+    while (!atomic_load(&c->stop)) {
+        uint64_t now = clock_mono_ns();
+        if (now >= end)
+            return;
+        int r = poll(&p, 1, (int)((end - now) / 1000000ull) + 1);
+        if (r > 0)
+            return;
+    }
+}
+
+static unsigned jitter_ms(void)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = (uint32_t)clock_mono_ns();
+    return r % JITTER_MS;
+}
+
+/* Runs one stream until it breaks or stop is requested. */
+static void run_stream(struct ads_client *c, struct grpc_client *g)
+{
+    struct err e = {{0}};
+    if (subscribe_all(c, g, &e) < 0) {
+        LOG_WARN("xds", "subscribing failed: %s", e.msg);
+        return;
+    }
+    int idle_ms = (int)(c->opts.idle_request_secs ? c->opts.idle_request_secs : 1) * 1000;
+    while (!atomic_load(&c->stop)) {
+        uint8_t *msg = NULL;
+        size_t len = 0;
+        int r = grpc_client_recv(g, idle_ms, &msg, &len, &e);
+        if (r == -EINTR)
+            continue; /* the loop condition sees stop */
+        if (r < 0) {
+            LOG_WARN("xds", "stream ended: %s", e.msg);
+            return;
+        }
+        if (r == 0) {
+            /* spec xds.md §5.4: no response for a while: subscribe again on this stream */
+            LOG_DEBUG("xds", "no response for %ds: re-sending subscriptions", idle_ms / 1000);
+            if (subscribe_all(c, g, &e) < 0) {
+                LOG_WARN("xds", "re-subscribing failed: %s", e.msg);
+                return;
+            }
+            continue;
+        }
+        r = handle_response(c, g, msg, len);
+        free(msg);
+        if (r < 0)
+            return;
+    }
+}
+
+static void *client_main(void *arg)
+{
+    struct ads_client *c = arg;
+    unsigned failures = 0;
+    size_t next = 0;
+    while (!atomic_load(&c->stop)) {
+        if (failures > 0) {
+            /* spec xds.md §5.1: min(500 ms * 2^(n-1), cap) + jitter in [0, 2000) ms */
+            unsigned shift = failures - 1 < 16 ? failures - 1 : 16;
+            uint64_t delay = (uint64_t)BASE_BACKOFF_MS << shift;
+            if (delay > c->opts.max_backoff_ms)
+                delay = c->opts.max_backoff_ms;
+            nap(c, (unsigned)delay + jitter_ms());
+            if (atomic_load(&c->stop))
+                break;
+        }
+        const char *url = c->opts.servers[next];
+        next = (next + 1) % c->opts.n_servers;
+        char host[256];
+        uint16_t port = 0;
+        struct err e = {{0}};
+        if (parse_url(url, host, sizeof(host), &port, &e) < 0) {
+            failures++;
+            continue; /* checked at start-up: cannot happen */
+        }
+        struct grpc_client *g =
+            grpc_client_open(host, port, ADS_PATH, CONNECT_TIMEOUT_MS, c->wake_fd, &e);
+        if (!g) {
+            failures++;
+            LOG_WARN("xds", "cannot connect to %s (attempt %u): %s", url, failures, e.msg);
+            continue;
+        }
+        LOG_INFO("xds", "connected to management server %s", url);
+        failures = 0;
+        atomic_store(&c->connected, true);
+        run_stream(c, g);
+        atomic_store(&c->connected, false);
+        atomic_store(&c->healthy, false);
+        grpc_client_close(g);
+        failures = 1; /* reconnect after the base delay, to the next server */
+    }
+    return NULL;
+}
+
+struct ads_client *ads_client_start(const struct ads_client_opts *o, struct config *initial,
+                                    const struct ads_client_hooks *hooks, struct err *e)
+{
+    struct ads_client *c = calloc(1, sizeof(*c));
+    if (!c || !o->n_servers) {
+        free(c);
+        config_destroy(initial);
+        err_set(e, o->n_servers ? "out of memory" : "no management server given");
+        return NULL;
+    }
+    c->opts = *o;
+    if (!c->opts.max_backoff_ms)
+        c->opts.max_backoff_ms = 30000;
+    c->hooks = *hooks;
+    c->current = initial;
+    c->node_id = strdup(initial->id ? initial->id : "");
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&c->lock, NULL);
+    if (!c->node_id || c->wake_fd == -1 || pthread_create(&c->thread, NULL, client_main, c)) {
+        err_set(e, "cannot start the xDS client");
+        if (c->wake_fd >= 0)
+            close(c->wake_fd);
+        free(c->node_id);
+        config_destroy(initial);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void ads_client_stop(struct ads_client *c)
+{
+    if (!c)
+        return;
+    atomic_store(&c->stop, true);
+    uint64_t one = 1;
+    ssize_t w = write(c->wake_fd, &one, sizeof(one));
+    (void)w;
+    pthread_join(c->thread, NULL);
+    close(c->wake_fd);
+    config_destroy(c->current);
+    free(c->node_id);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+bool ads_client_is_healthy(const struct ads_client *c)
+{
+    return atomic_load(&c->healthy);
+}

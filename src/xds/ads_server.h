@@ -1,0 +1,36 @@
+/* The ADS server of `quilkin manage` (spec xds.md §7): serves the current configuration's
+ * clusters and filter chain to any number of proxies over gRPC, and pushes every type a
+ * stream has subscribed whenever the configuration changes (v0.7.0 pushes only the first).
+ * Single-threaded: the caller drives it with ads_server_poll. */
+#ifndef QK_XDS_ADS_SERVER_H
+#define QK_XDS_ADS_SERVER_H
+
+#include <stdint.h>
+
+struct config;
+struct err;
+struct strbuf;
+struct ads_server;
+
+/* Listens on [::]:port. id: the control-plane identifier sent in responses. NULL with e. */
+struct ads_server *ads_server_create(uint16_t port, const char *id, struct err *e);
+
+uint16_t ads_server_port(const struct ads_server *s);
+
+/* Replaces the served configuration (taking ownership) and pushes it to every stream, for
+ * every type the stream subscribed. The first call makes the server start answering. */
+void ads_server_set_config(struct ads_server *s, struct config *cfg);
+
+/* Runs the server for up to timeout_ms (see grpc_server_poll); returns 1 when extra_fd is
+ * readable, else 0, or a negative errno on a fatal listener error. */
+int ads_server_poll(struct ads_server *s, int timeout_ms, int extra_fd);
+
+/* Appends the server metrics (quilkin_discovery_requests, quilkin_xds_nacks). Any thread. */
+void ads_server_render_metrics(struct ads_server *s, struct strbuf *out);
+
+/* Number of open ADS streams. Any thread. */
+unsigned ads_server_stream_count(const struct ads_server *s);
+
+void ads_server_destroy(struct ads_server *s);
+
+#endif
