@@ -3,8 +3,12 @@
 #ifndef QK_CLI_CLI_H
 #define QK_CLI_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+struct admin;
+struct admin_hooks;
 
 #define EXIT_USAGE 2
 #define EXIT_RUNTIME 255
@@ -24,6 +28,16 @@ void cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), 
 uint16_t cli_parse_u16(const char *opt, const char *text);
 uint64_t cli_parse_u64(const char *opt, const char *text);
 bool cli_parse_bool_env(const char *var, const char *text);
+
+/* Blocks SIGINT/SIGTERM in the calling thread (call it before starting any thread, so all
+ * inherit the mask; the command then reads them from a signalfd) and ignores SIGPIPE.
+ * *sigs receives the blocked set. */
+void cli_block_signals(sigset_t *sigs);
+
+/* Starts the admin server unless --no-admin (spec cli.md §2.1 step 1). On a bind failure
+ * logs, prints to stderr and returns -1 (the command exits 255). *out is NULL when off. */
+int cli_start_admin(const struct global_opts *g, const struct admin_hooks *hooks,
+                    struct admin **out);
 
 /* Sub-commands; argv[0] is the sub-command name. They return the process exit status. */
 int cli_proxy(const struct global_opts *g, int argc, char **argv);

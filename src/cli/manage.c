@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #define DEFAULT_MANAGE_PORT 7800
-#define DEFAULT_ADMIN_ADDRESS "[::]:8000"
 #define PROVIDER_DEBOUNCE_NS (50 * 1000000ull) /* spec xds.md §8.1: wait 50 ms */
 
 static const char manage_usage[] =
@@ -258,11 +257,7 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
 
     /* block before any thread starts, so every thread inherits the mask */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_signals(&sigs);
 
     /* the config file (-c) only provides the server's id here */
     struct config *own = NULL;
@@ -278,21 +273,13 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
         fprintf(stderr, "quilkin: %s\n", e.msg);
         goto out;
     }
-    if (!g->no_admin) {
-        struct addr listen;
-        addr_parse(g->admin_address ? g->admin_address : DEFAULT_ADMIN_ADDRESS, &listen);
-        struct admin_hooks hooks = {.is_live = manage_live,
-                                    .is_ready = manage_ready,
-                                    .render_metrics = manage_metrics,
-                                    .render_config = manage_config,
-                                    .ctx = m};
-        admin = admin_start(&listen, &hooks, &e);
-        if (!admin) {
-            LOG_ERROR("admin", "%s", e.msg);
-            fprintf(stderr, "quilkin: %s\n", e.msg);
-            goto out;
-        }
-    }
+    struct admin_hooks hooks = {.is_live = manage_live,
+                                .is_ready = manage_ready,
+                                .render_metrics = manage_metrics,
+                                .render_config = manage_config,
+                                .ctx = m};
+    if (cli_start_admin(g, &hooks, &admin) < 0)
+        goto out;
     sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     watch = config_watch_create(o.path, &e);

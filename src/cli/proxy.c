@@ -37,7 +37,6 @@
 #define DEFAULT_MAX_SESSIONS 65536
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
 #define GAME_SOCKET_BUF (4 * 1024 * 1024)
-#define DEFAULT_ADMIN_ADDRESS "[::]:8000"
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
 
 static const char proxy_usage[] =
@@ -395,30 +394,16 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     /* Block the signals before any thread starts (admin, workers, xDS) so that every
        thread inherits the mask; the control loop reads them from a signalfd. */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_signals(&sigs);
 
     /* spec cli.md §2.1 step 1: the admin server starts first; a bind failure is fatal */
-    if (!g->no_admin) {
-        struct addr listen;
-        addr_parse(g->admin_address ? g->admin_address : DEFAULT_ADMIN_ADDRESS, &listen);
-        struct admin_hooks hooks = {.is_live = is_live,
-                                    .is_ready = proxy_is_ready,
-                                    .render_metrics = proxy_render_metrics,
-                                    .render_config = proxy_render_config,
-                                    .ctx = ps};
-        admin = admin_start(&listen, &hooks, &e);
-        if (!admin) {
-            LOG_ERROR("admin", "%s", e.msg);
-            fprintf(stderr, "quilkin: %s\n", e.msg);
-            goto out;
-        }
-        char text[ADDR_STR_CAP];
-        LOG_INFO("admin", "admin server listening on %s (HTTP)", addr_format(&listen, text));
-    }
+    struct admin_hooks hooks = {.is_live = is_live,
+                                .is_ready = proxy_is_ready,
+                                .render_metrics = proxy_render_metrics,
+                                .render_config = proxy_render_config,
+                                .ctx = ps};
+    if (cli_start_admin(g, &hooks, &admin) < 0)
+        goto out;
 
     char used_path[PATH_MAX];
     if (config_load_file(g->config_path, &cfg, used_path, &e) < 0) {

@@ -1,0 +1,41 @@
+/* Start-up steps every long-running command shares: the signal mask and the admin server. */
+#include "admin/http.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "cli/cli.h"
+#include "net/addr.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+#define DEFAULT_ADMIN_ADDRESS "[::]:8000"
+
+void cli_block_signals(sigset_t *sigs)
+{
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_start_admin(const struct global_opts *g, const struct admin_hooks *hooks,
+                    struct admin **out)
+{
+    *out = NULL;
+    if (g->no_admin)
+        return 0;
+    struct addr listen;
+    struct err e = {{0}};
+    /* main.c validated the text; the default always parses */
+    addr_parse(g->admin_address ? g->admin_address : DEFAULT_ADMIN_ADDRESS, &listen);
+    *out = admin_start(&listen, hooks, &e);
+    if (!*out) {
+        LOG_ERROR("admin", "%s", e.msg);
+        fprintf(stderr, "quilkin: %s\n", e.msg);
+        return -1;
+    }
+    char text[ADDR_STR_CAP];
+    LOG_INFO("admin", "admin server listening on %s (HTTP)", addr_format(&listen, text));
+    return 0;
+}
