@@ -10,9 +10,11 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "config/dump.h"
+#include "config/node.h"
 #include "config/watch.h"
 #include "net/addr.h"
 #include "xds/ads_server.h"
+#include "xds/resources.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -49,6 +51,7 @@ static const char manage_usage[] =
 
 struct manage_state {
     struct ads_server *ads;
+    struct config *served; /* what the provider serves now (the ADS server owns its own) */
     atomic_bool healthy;
     _Atomic uint64_t loads_ok, loads_failed;
     pthread_mutex_t lock; /* config_json */
@@ -95,8 +98,8 @@ static int manage_config(void *ctx, struct strbuf *out)
     return out->failed ? -ENOMEM : 0;
 }
 
-/* spec cli.md §2.3: with --region/--zone/--sub-zone, unlocated endpoints move into that
- * locality (merged into an existing group of the same locality). */
+/* spec cli.md §2.3, xds.md §8.1: with --region/--zone/--sub-zone, the unlocated group moves
+ * into that locality, replacing a group that already has it. */
 static int relocate(struct config *cfg, const char *region, const char *zone, const char *sub)
 {
     struct cluster_group *un = NULL, *target = NULL;
@@ -127,16 +130,17 @@ static int relocate(struct config *cfg, const char *region, const char *zone, co
         un->has_locality = true;
         return 0;
     }
-    size_t n = target->n_endpoints + un->n_endpoints;
-    struct endpoint_cfg *eps = realloc(target->endpoints, (n ? n : 1) * sizeof(*eps));
-    if (!eps)
-        return -ENOMEM;
-    memcpy(eps + target->n_endpoints, un->endpoints, un->n_endpoints * sizeof(*eps));
-    target->endpoints = eps;
-    target->n_endpoints = n;
-    free(un->endpoints);
-    un->endpoints = NULL;
-    un->n_endpoints = 0; /* an empty unlocated group is harmless */
+    /* replace the group of that locality with the unlocated endpoints, drop the rest */
+    struct endpoint_cfg *eps = target->endpoints;
+    size_t n = target->n_endpoints;
+    target->endpoints = un->endpoints;
+    target->n_endpoints = un->n_endpoints;
+    un->endpoints = eps;
+    un->n_endpoints = n;
+    xds_group_free(un); /* frees the replaced endpoints */
+    size_t idx = (size_t)(un - cfg->groups);
+    memmove(un, un + 1, (cfg->n_groups - idx - 1) * sizeof(*un));
+    cfg->n_groups--;
     return 0;
 }
 
@@ -146,19 +150,67 @@ struct manage_opts {
     const char *path;
 };
 
-/* Reads the provider file and serves it; on failure keeps what is served. */
+/* spec xds.md §8.1 "update from file": what the file names replaces what is served, what it
+ * leaves out stays: `filters` present replaces the chain, `id` the id, and each group of
+ * `clusters` replaces (or adds) the group of its locality; groups absent from the file are
+ * kept. Takes ownership of file. Returns the merged config, or NULL on OOM. */
+static struct config *merge_file(const struct config *served, struct config *file)
+{
+    bool has_filters = node_map_get(file->root, "filters") != NULL;
+    bool has_id = node_map_get(file->root, "id") != NULL;
+    bool has_clusters = node_map_get(file->root, "clusters") != NULL;
+    struct config *work = served ? config_clone(served) : config_clone(file);
+    struct config *owned = served ? config_clone(file) : NULL; /* no YAML root inside */
+    config_destroy(file);
+    if (!work || (served && !owned)) {
+        config_destroy(work);
+        config_destroy(owned);
+        return NULL;
+    }
+    if (!served)
+        return work; /* the first load is the file itself */
+    int rc = 0;
+    if (has_filters) {
+        rc = xds_apply_filters(work, owned->filters, owned->n_filters);
+        owned->n_filters = 0; /* contents moved (or freed on failure) */
+    }
+    if (rc == 0 && has_id) {
+        free(work->id);
+        work->id = owned->id;
+        owned->id = NULL;
+    }
+    if (rc == 0 && has_clusters) {
+        rc = xds_apply_clusters(work, owned->groups, owned->n_groups);
+        owned->n_groups = 0;
+    }
+    config_destroy(owned);
+    if (rc < 0) {
+        config_destroy(work);
+        return NULL;
+    }
+    return work;
+}
+
+/* Reads the provider file and serves it; on failure keeps what is served (and is not
+ * ready, spec admin.md §3, until a good file arrives). */
 static void load(struct manage_state *m, const struct manage_opts *o)
 {
     struct err e = {{0}};
-    struct config *cfg = NULL;
-    int rc = config_read_file(o->path, &cfg, &e);
+    struct config *file = NULL, *cfg = NULL;
+    int rc = config_read_file(o->path, &file, &e);
+    if (rc == 0 && !(cfg = merge_file(m->served, file)))
+        rc = err_set(&e, "out of memory");
     if (rc == 0 && (o->region || o->zone || o->sub_zone) &&
         relocate(cfg, o->region ? o->region : "", o->zone ? o->zone : "",
                  o->sub_zone ? o->sub_zone : "") < 0)
         rc = err_set(&e, "out of memory");
+    struct config *keep = rc == 0 ? config_clone(cfg) : NULL;
+    if (rc == 0 && !keep)
+        rc = err_set(&e, "out of memory");
     if (rc < 0) {
         config_destroy(cfg);
         atomic_fetch_add(&m->loads_failed, 1);
+        atomic_store(&m->healthy, false);
         LOG_ERROR("xds", "provider file rejected, still serving the last good state: %s",
                   e.msg);
         return;
@@ -174,6 +226,8 @@ static void load(struct manage_state *m, const struct manage_opts *o)
         strbuf_deinit(&json);
     LOG_INFO("xds", "serving %s: %zu cluster groups, %zu endpoints, %zu filters", o->path,
              cfg->n_groups, config_endpoint_count(cfg), cfg->n_filters);
+    config_destroy(m->served);
+    m->served = keep;
     ads_server_set_config(m->ads, cfg);
     atomic_fetch_add(&m->loads_ok, 1);
     atomic_store(&m->healthy, true);
@@ -333,6 +387,7 @@ out:
     if (epfd >= 0)
         close(epfd);
     free(m->config_json);
+    config_destroy(m->served);
     pthread_mutex_destroy(&m->lock);
     free(m);
     return status;

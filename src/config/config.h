@@ -87,6 +87,13 @@ struct config *config_default(void);
  * needed), as `proxy --to` does (spec cli.md §2.1 step 3). 0 or -ENOMEM. */
 int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to);
 
+/* Puts g's endpoints in Quilkin's address order (spec config.md §3: names, bytewise then by
+ * port, before IP addresses in addr_cmp order) and drops every later endpoint with the address
+ * of an earlier one, freeing what it owns. Used by the YAML loader and the xDS decoders.
+ * O(n log n) with one temporary array of n endpoints. 0, or -ENOMEM with g unchanged. Any
+ * thread (g must not be shared). */
+int config_group_normalize(struct cluster_group *g);
+
 /* Total number of endpoints over all groups. */
 size_t config_endpoint_count(const struct config *c);
 

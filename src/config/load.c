@@ -558,54 +558,48 @@ static int ep_slot_cmp(const void *pa, const void *pb)
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
-/* Sorts slots[0..n) by address and keeps the first occurrence of each address (spec §3), moving
- * the survivors into out. Frees the dropped ones. Returns the number kept. */
-static size_t sort_dedupe(struct ep_slot *slots, size_t n, struct endpoint_cfg *out)
+int config_group_normalize(struct cluster_group *g)
 {
+    size_t n = g->n_endpoints;
+    if (n < 2)
+        return 0;
+    /* qsort is not stable: the original index breaks ties, so the first of equals is kept. */
+    struct ep_slot *slots = calloc(n, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        slots[i] = (struct ep_slot){g->endpoints[i], i};
     qsort(slots, n, sizeof(*slots), ep_slot_cmp);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        if (kept && endpoint_cmp(&out[kept - 1], &slots[i].ep) == 0) {
+        if (kept && endpoint_cmp(&g->endpoints[kept - 1], &slots[i].ep) == 0) {
             endpoint_deinit(&slots[i].ep);
             continue;
         }
-        out[kept++] = slots[i].ep;
+        g->endpoints[kept++] = slots[i].ep;
     }
-    return kept;
+    free(slots);
+    g->n_endpoints = kept;
+    return 0;
 }
 
+/* On error g keeps the endpoints decoded so far (decode_group frees them with g). */
 static int decode_endpoints(struct ctx *c, const struct node *list, struct cluster_group *g)
 {
     size_t n = list->n_items;
     if (n == 0)
         return 0;
-    struct ep_slot *slots = calloc(n, sizeof(*slots));
-    struct endpoint_cfg *out = calloc(n, sizeof(*out));
-    int rc = 0;
-    size_t done = 0;
-    if (!slots || !out) {
-        rc = oom(c);
-        goto fail;
-    }
-    for (; done < n; done++) {
-        size_t m = path_push(c, "[%zu]", done);
-        slots[done].idx = done;
-        if ((rc = decode_endpoint(c, list->items[done], &slots[done].ep)) < 0) {
-            endpoint_deinit(&slots[done].ep);
-            goto fail;
-        }
+    if (!(g->endpoints = calloc(n, sizeof(*g->endpoints))))
+        return oom(c);
+    for (size_t i = 0; i < n; i++) {
+        size_t m = path_push(c, "[%zu]", i);
+        g->n_endpoints = i + 1;
+        int rc = decode_endpoint(c, list->items[i], &g->endpoints[i]);
+        if (rc < 0)
+            return rc;
         path_pop(c, m);
     }
-    g->n_endpoints = sort_dedupe(slots, n, out);
-    g->endpoints = out;
-    free(slots);
-    return 0;
-fail:
-    for (size_t i = 0; i < done; i++)
-        endpoint_deinit(&slots[i].ep);
-    free(slots);
-    free(out);
-    return rc;
+    return config_group_normalize(g) < 0 ? oom(c) : 0;
 }
 
 static int decode_locality(struct ctx *c, const struct node *n, struct cluster_group *g)
@@ -1043,12 +1037,6 @@ struct config *config_default(void)
     return c;
 }
 
-static int addr_only_cmp(const void *pa, const void *pb)
-{
-    const struct endpoint_cfg *a = pa, *b = pb;
-    return addr_cmp(&a->addr, &b->addr);
-}
-
 int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to)
 {
     struct endpoint_cfg *eps = calloc(n_to ? n_to : 1, sizeof(*eps));
@@ -1056,11 +1044,11 @@ int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to)
         return -ENOMEM;
     for (size_t i = 0; i < n_to; i++)
         eps[i].addr = to[i];
-    qsort(eps, n_to, sizeof(*eps), addr_only_cmp);
-    size_t kept = 0;
-    for (size_t i = 0; i < n_to; i++)
-        if (kept == 0 || addr_cmp(&eps[kept - 1].addr, &eps[i].addr) != 0)
-            eps[kept++] = eps[i];
+    struct cluster_group sorted = {.endpoints = eps, .n_endpoints = n_to};
+    if (config_group_normalize(&sorted) < 0) {
+        free(eps);
+        return -ENOMEM;
+    }
 
     struct cluster_group *g = NULL;
     for (size_t i = 0; i < c->n_groups && !g; i++)
@@ -1090,7 +1078,7 @@ int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to)
         free(g->endpoints);
     }
     g->endpoints = eps;
-    g->n_endpoints = kept;
+    g->n_endpoints = sorted.n_endpoints;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "base/prom.h"
 #include "base/strbuf.h"
 #include "config/config.h"
+#include "config/node.h"
 #include "xds/grpc.h"
 #include "xds/resources.h"
 
@@ -206,6 +207,15 @@ static int kind_of(const char *url)
     return -1;
 }
 
+/* Appends an owned resource name for the ACK (NULL: out of memory). */
+static int add_name(char **names, size_t *n, char *name, struct err *e)
+{
+    if (!name)
+        return err_set(e, "out of memory building the ACK");
+    names[(*n)++] = name;
+    return 0;
+}
+
 /* Applies one response to a clone of `current` (spec xds.md §5.3: resources in order, stop
  * at the first failure, those before it stay applied), publishes, and answers ACK or NACK.
  * Returns a negative errno when the stream must be dropped. */
@@ -251,8 +261,9 @@ static int handle_response(struct ads_client *c, struct grpc_client *g, const ui
             struct cluster_group grp;
             rc = xds_cluster_decode(a->value, a->len, &grp, &e);
             if (rc == 0) {
-                names[ack.n_resource_names++] = xds_cluster_resource_name(&grp);
-                rc = xds_apply_clusters(work, &grp, 1);
+                rc = add_name(names, &ack.n_resource_names, xds_cluster_resource_name(&grp), &e);
+                if (rc == 0)
+                    rc = xds_apply_clusters(work, &grp, 1);
                 if (rc < 0)
                     xds_group_free(&grp);
             }
@@ -261,8 +272,9 @@ static int handle_response(struct ads_client *c, struct grpc_client *g, const ui
             size_t n = 0;
             rc = xds_cla_decode(a->value, a->len, &groups, &n, &e);
             if (rc == 0) {
-                names[ack.n_resource_names++] = strdup("");
-                rc = xds_apply_clusters(work, groups, n);
+                rc = add_name(names, &ack.n_resource_names, strdup(""), &e);
+                if (rc == 0)
+                    rc = xds_apply_clusters(work, groups, n);
                 if (rc < 0)
                     for (size_t k = 0; k < n; k++)
                         xds_group_free(&groups[k]);
@@ -273,8 +285,18 @@ static int handle_response(struct ads_client *c, struct grpc_client *g, const ui
             size_t n = 0;
             rc = xds_listener_decode(a->value, a->len, &fs, &n, &e);
             if (rc == 0) {
-                names[ack.n_resource_names++] = strdup("");
-                xds_apply_filters(work, fs, n);
+                rc = add_name(names, &ack.n_resource_names, xds_listener_name(a->value, a->len),
+                              &e);
+                if (rc < 0) {
+                    for (size_t k = 0; k < n; k++) {
+                        free(fs[k].name);
+                        node_free(fs[k].owned_config);
+                    }
+                    free(fs);
+                    break;
+                }
+                if (xds_apply_filters(work, fs, n) < 0)
+                    rc = err_set(&e, "out of memory applying filters");
                 free(fs);
             }
         }

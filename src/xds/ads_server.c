@@ -306,9 +306,19 @@ static void on_message(void *ctx, void *state, struct grpc_stream *gs, const uin
     xds_request_free(&rq);
 }
 
+/* spec xds.md §7 step 1: a stream that ends before its first request */
+static void on_half_close(void *ctx, void *state, struct grpc_stream *gs)
+{
+    (void)ctx;
+    struct ads_stream *st = state;
+    if (!st->started && !st->delta)
+        grpc_stream_finish(gs, GRPC_INVALID_ARGUMENT, "No message found");
+}
+
 static const struct grpc_server_ops ops = {
     .on_open = on_open,
     .on_message = on_message,
+    .on_half_close = on_half_close,
     .on_close = on_close,
 };
 

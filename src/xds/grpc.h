@@ -60,6 +60,10 @@ struct grpc_server_ops {
     /* One whole request message (buf is only valid during the call). */
     void (*on_message)(void *ctx, void *stream_state, struct grpc_stream *s, const uint8_t *msg,
                        size_t len);
+    /* Optional: the client half-closed (sent everything it will send). The callee may end
+     * the stream with grpc_stream_finish and a status of its choice; otherwise it ends
+     * with OK after what is queued. on_close follows either way. */
+    void (*on_half_close)(void *ctx, void *stream_state, struct grpc_stream *s);
     /* The client half-closed, reset, or the connection died. The stream is gone afterwards;
      * free stream_state here. */
     void (*on_close)(void *ctx, void *stream_state);

@@ -335,6 +335,8 @@ static void remote_end(struct grpc_stream *s)
 {
     if (!s->is_accepted || s->is_close_queued)
         return;
+    if (!s->is_finishing && !grpc_frame_reasm_is_partial(&s->in) && s->srv->ops->on_half_close)
+        s->srv->ops->on_half_close(s->srv->ctx, s->state, s); /* may choose the status */
     if (!s->is_finishing) {
         if (grpc_frame_reasm_is_partial(&s->in))
             set_finish(s, GRPC_INTERNAL, "request stream ended inside a message");

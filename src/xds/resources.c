@@ -1,6 +1,7 @@
 /* xDS discovery messages, Cluster and ClusterLoadAssignment resources <-> our config model
  * (spec xds.md §4-§6.2), and applying decoded resources to a config. Pure: no I/O, no
- * threads, no global state. Listener and filter configs live in xds/filter_codec.c. */
+ * threads, no global state. Listener resources live in xds/listener.c, filter configs in
+ * xds/filter_codec.c, Struct <-> metadata maps in xds/metadata_struct.c. */
 #include "xds/resources.h"
 
 #include "base/b64.h"
@@ -8,6 +9,8 @@
 #include "config/config.h"
 #include "config/node.h"
 #include "net/addr.h"
+#include "xds/metadata_struct.h"
+#include "xds/pb_util.h"
 
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
@@ -15,137 +18,11 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Protobuf-c unpacks nested messages recursively without a limit; inputs nested deeper than
- * this (Struct -> entry -> Value is 3 levels per metadata level) are rejected first, so a
- * hostile message cannot exhaust the stack. YAML metadata (64 levels) stays well below. */
-#define MAX_NESTING 200
 #define QUILKIN_KEY "quilkin.dev"
-
-/* ---- wire guard (same walk as in filter_codec.c: both unpack untrusted nested input) ---- */
-
-static bool read_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64 && *i < len; shift += 7) {
-        uint8_t b = p[(*i)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* False when some message field nests deeper than MAX_NESTING. Malformed input returns true:
- * the unpacker reports it. Linear in len: each submessage is walked once, then skipped. */
-static bool nesting_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
-                       unsigned depth)
-{
-    if (depth > MAX_NESTING)
-        return false;
-    size_t i = 0;
-    while (i < len) {
-        uint64_t key, v;
-        if (!read_varint(p, len, &i, &key))
-            return true;
-        switch (key & 7) {
-        case 0:
-            if (!read_varint(p, len, &i, &v))
-                return true;
-            break;
-        case 1:
-            if (len - i < 8)
-                return true;
-            i += 8;
-            break;
-        case 5:
-            if (len - i < 4)
-                return true;
-            i += 4;
-            break;
-        case 2: {
-            if (!read_varint(p, len, &i, &v) || v > len - i)
-                return true;
-            const ProtobufCFieldDescriptor *f =
-                key >> 3 <= UINT32_MAX
-                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
-                    : NULL;
-            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                !nesting_ok(f->descriptor, p + i, (size_t)v, depth + 1))
-                return false;
-            i += (size_t)v;
-            break;
-        }
-        default:
-            return true;
-        }
-    }
-    return true;
-}
-
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
-                                struct err *e)
-{
-    static const uint8_t empty[1];
-    if (!buf)
-        buf = empty, len = 0;
-    if (!nesting_ok(d, buf, len, 0)) {
-        err_set(e, "failed to decode %s message: nested too deeply", d->short_name);
-        return NULL;
-    }
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, buf);
-    if (!m)
-        err_set(e, "failed to decode %s message", d->short_name);
-    return m;
-}
-
-static int pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len)
-{
-    size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return -ENOMEM;
-    *out_len = protobuf_c_message_pack(m, buf);
-    *out = buf;
-    return 0;
-}
-
-/* ---- encode-side allocations: every piece of a message tree, freed in one go ------------ */
-
-struct pool {
-    void **ptrs;
-    size_t n, cap;
-};
-
-static void *pool_alloc(struct pool *p, size_t size)
-{
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 32;
-        void **np = realloc(p->ptrs, cap * sizeof(*np));
-        if (!np)
-            return NULL;
-        p->ptrs = np;
-        p->cap = cap;
-    }
-    void *m = calloc(1, size ? size : 1);
-    if (m)
-        p->ptrs[p->n++] = m;
-    return m;
-}
-
-static void pool_free(struct pool *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        free(p->ptrs[i]);
-    free(p->ptrs);
-    memset(p, 0, sizeof(*p));
-}
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -158,12 +35,6 @@ static int oom(struct err *e)
 {
     err_set(e, "out of memory");
     return -ENOMEM;
-}
-
-/* Protobuf-c gives "" for absent proto3 strings, but never trust a pointer. */
-static const char *str_or_empty(const char *s)
-{
-    return s ? s : "";
 }
 
 static void endpoint_deinit(struct endpoint_cfg *ep)
@@ -210,8 +81,8 @@ void xds_response_free(struct xds_response *r)
 int xds_response_decode(const uint8_t *buf, size_t len, struct xds_response *out, struct err *e)
 {
     memset(out, 0, sizeof(*out));
-    Envoy__Service__Discovery__V3__DiscoveryResponse *m =
-        (void *)unpack(&envoy__service__discovery__v3__discovery_response__descriptor, buf, len, e);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *m = (void *)pb_unpack(
+        &envoy__service__discovery__v3__discovery_response__descriptor, buf, len, e);
     if (!m)
         return -EINVAL;
     bool ok = (out->version_info = dup_str(m->version_info)) &&
@@ -248,9 +119,9 @@ int xds_response_encode(const struct xds_response *r, uint8_t **out, size_t *out
     Envoy__Service__Discovery__V3__DiscoveryResponse m =
         ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_RESPONSE__INIT;
     Envoy__Config__Core__V3__ControlPlane cp = ENVOY__CONFIG__CORE__V3__CONTROL_PLANE__INIT;
-    m.version_info = (char *)str_or_empty(r->version_info);
-    m.type_url = (char *)str_or_empty(r->type_url);
-    m.nonce = (char *)str_or_empty(r->nonce);
+    m.version_info = (char *)pb_str(r->version_info);
+    m.type_url = (char *)pb_str(r->type_url);
+    m.nonce = (char *)pb_str(r->nonce);
     if (r->control_plane_id) {
         cp.identifier = r->control_plane_id;
         m.control_plane = &cp;
@@ -267,14 +138,14 @@ int xds_response_encode(const struct xds_response *r, uint8_t **out, size_t *out
     }
     for (size_t i = 0; i < r->n_resources; i++) {
         google__protobuf__any__init(&anys[i]);
-        anys[i].type_url = (char *)str_or_empty(r->resources[i].type_url);
+        anys[i].type_url = (char *)pb_str(r->resources[i].type_url);
         anys[i].value.data = r->resources[i].value;
         anys[i].value.len = r->resources[i].len;
         ptrs[i] = &anys[i];
     }
     m.resources = ptrs;
     m.n_resources = r->n_resources;
-    int rc = pack(&m.base, out, out_len);
+    int rc = pb_pack(&m.base, out, out_len);
     free(anys);
     free(ptrs);
     return rc;
@@ -299,8 +170,8 @@ void xds_request_free(struct xds_request *r)
 int xds_request_decode(const uint8_t *buf, size_t len, struct xds_request *out, struct err *e)
 {
     memset(out, 0, sizeof(*out));
-    Envoy__Service__Discovery__V3__DiscoveryRequest *m =
-        (void *)unpack(&envoy__service__discovery__v3__discovery_request__descriptor, buf, len, e);
+    Envoy__Service__Discovery__V3__DiscoveryRequest *m = (void *)pb_unpack(
+        &envoy__service__discovery__v3__discovery_request__descriptor, buf, len, e);
     if (!m)
         return -EINVAL;
     bool ok = (out->version_info = dup_str(m->version_info)) &&
@@ -337,9 +208,9 @@ int xds_request_encode(const struct xds_request *r, uint8_t **out, size_t *out_l
         ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
     Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
     Google__Rpc__Status status = GOOGLE__RPC__STATUS__INIT;
-    m.version_info = (char *)str_or_empty(r->version_info);
-    m.type_url = (char *)str_or_empty(r->type_url);
-    m.response_nonce = (char *)str_or_empty(r->response_nonce);
+    m.version_info = (char *)pb_str(r->version_info);
+    m.type_url = (char *)pb_str(r->type_url);
+    m.response_nonce = (char *)pb_str(r->response_nonce);
     m.resource_names = r->resource_names;
     m.n_resource_names = r->n_resource_names;
     for (size_t i = 0; i < r->n_resource_names; i++)
@@ -347,137 +218,15 @@ int xds_request_encode(const struct xds_request *r, uint8_t **out, size_t *out_l
             return -EINVAL; /* a caller bug: protobuf-c would crash on it */
     if (r->node_id) {
         node.id = r->node_id;
-        node.user_agent_name = (char *)str_or_empty(r->user_agent_name);
+        node.user_agent_name = (char *)pb_str(r->user_agent_name);
         m.node = &node;
     }
     if (r->has_error) {
         status.code = r->error_code;
-        status.message = (char *)str_or_empty(r->error_message);
+        status.message = (char *)pb_str(r->error_message);
         m.error_detail = &status;
     }
-    return pack(&m.base, out, out_len);
-}
-
-/* ---- google.protobuf.Struct/Value -> node (user metadata, spec xds.md §6.2) ------------- */
-
-/* Rust's `f64 as i64`: truncation toward zero, saturating, NaN -> 0. */
-static struct node *number_node(double d)
-{
-    if (isnan(d))
-        return node_new_int(false, 0);
-    if (d >= 9223372036854775807.0)
-        return node_new_int(false, (uint64_t)INT64_MAX);
-    if (d <= -9223372036854775808.0)
-        return node_new_int(true, (uint64_t)1 << 63);
-    int64_t v = (int64_t)d;
-    return v < 0 ? node_new_int(true, (uint64_t)0 - (uint64_t)v) : node_new_int(false, (uint64_t)v);
-}
-
-static struct node *struct_to_node(const Google__Protobuf__Struct *s);
-
-/* NULL on OOM; kindless values are the caller's to skip. */
-static struct node *value_to_node(const Google__Protobuf__Value *v)
-{
-    switch (v->kind_case) {
-    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
-        return number_node(v->number_value);
-    case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE: {
-        const char *s = str_or_empty(v->string_value);
-        return node_new_str(s, strlen(s));
-    }
-    case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
-        return node_new_bool(v->bool_value);
-    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-        if (v->struct_value)
-            return struct_to_node(v->struct_value);
-        return node_new_map();
-    case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
-        struct node *seq = node_new_seq();
-        const Google__Protobuf__ListValue *l = v->list_value;
-        for (size_t i = 0; seq && l && i < l->n_values; i++) {
-            const Google__Protobuf__Value *item = l->values[i];
-            if (!item || item->kind_case == GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET)
-                continue;
-            if (node_seq_append(seq, value_to_node(item)) < 0) {
-                node_free(seq);
-                return NULL;
-            }
-        }
-        return seq;
-    }
-    default:
-        return node_new_null();
-    }
-}
-
-struct key_slot {
-    const char *key;
-    size_t idx;
-};
-
-static int key_slot_cmp(const void *pa, const void *pb)
-{
-    const struct key_slot *a = pa, *b = pb;
-    int r = strcmp(a->key, b->key);
-    if (r)
-        return r;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
-}
-
-/* keep[i] = true for the last occurrence of each key (protobuf map semantics: the last
- * entry on the wire wins). O(n log n). keys[i] NULL entries are never kept. */
-static int last_of_each(const char *const *keys, size_t n, bool *keep)
-{
-    struct key_slot *s = calloc(n ? n : 1, sizeof(*s));
-    if (!s)
-        return -ENOMEM;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        keep[i] = false;
-        if (keys[i])
-            s[m++] = (struct key_slot){keys[i], i};
-    }
-    qsort(s, m, sizeof(*s), key_slot_cmp);
-    for (size_t i = 0; i < m; i++)
-        if (i + 1 == m || strcmp(s[i].key, s[i + 1].key) != 0)
-            keep[s[i].idx] = true;
-    free(s);
-    return 0;
-}
-
-/* Entries without a value or kind are dropped; skip (may be NULL) names one key to leave out.
- * NULL on OOM. */
-static struct node *struct_to_node_skip(const Google__Protobuf__Struct *s, const char *skip)
-{
-    struct node *map = node_new_map();
-    if (!map || !s->n_fields)
-        return map;
-    const char **keys = calloc(s->n_fields, sizeof(*keys));
-    bool *keep = calloc(s->n_fields, sizeof(*keep));
-    bool ok = keys && keep;
-    for (size_t i = 0; ok && i < s->n_fields; i++) {
-        const Google__Protobuf__Struct__FieldsEntry *f = s->fields[i];
-        if (f && f->value && f->value->kind_case != GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET &&
-            !(skip && strcmp(str_or_empty(f->key), skip) == 0))
-            keys[i] = str_or_empty(f->key);
-    }
-    ok = ok && last_of_each(keys, s->n_fields, keep) == 0;
-    for (size_t i = 0; ok && i < s->n_fields; i++)
-        if (keep[i])
-            ok = node_map_append(map, keys[i], strlen(keys[i]),
-                                 value_to_node(s->fields[i]->value)) == 0;
-    free(keys);
-    free(keep);
-    if (!ok) {
-        node_free(map);
-        return NULL;
-    }
-    return map;
-}
-
-static struct node *struct_to_node(const Google__Protobuf__Struct *s)
-{
-    return struct_to_node_skip(s, NULL);
+    return pb_pack(&m.base, out, out_len);
 }
 
 /* ---- quilkin.dev tokens (spec xds.md §6.2) ------------------------------------------------ */
@@ -572,14 +321,14 @@ static int decode_known(const Google__Protobuf__Struct *qd, struct endpoint_cfg 
     const Google__Protobuf__Value *tokens = NULL;
     for (size_t i = 0; i < qd->n_fields; i++) {
         const Google__Protobuf__Struct__FieldsEntry *f = qd->fields[i];
-        if (f && strcmp(str_or_empty(f->key), "tokens") == 0)
+        if (f && strcmp(pb_str(f->key), "tokens") == 0)
             tokens = f->value;
     }
     if (!tokens || tokens->kind_case == GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET)
         return 0;
     int rc = 0;
     if (tokens->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
-        rc = add_token(ep, 1, str_or_empty(tokens->string_value), e);
+        rc = add_token(ep, 1, pb_str(tokens->string_value), e);
     } else if (tokens->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE) {
         const Google__Protobuf__ListValue *l = tokens->list_value;
         for (size_t i = 0; rc == 0 && l && i < l->n_values; i++) {
@@ -588,7 +337,7 @@ static int decode_known(const Google__Protobuf__Struct *qd, struct endpoint_cfg 
                 continue;
             if (v->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE)
                 return err_set(e, "Invalid type (base64 string) given for `quilkin.dev.tokens`.");
-            rc = add_token(ep, l->n_values, str_or_empty(v->string_value), e);
+            rc = add_token(ep, l->n_values, pb_str(v->string_value), e);
         }
     } else {
         return err_set(e, "Missing required key `tokens`.");
@@ -605,7 +354,7 @@ static int decode_metadata(const Google__Protobuf__Struct *s, struct endpoint_cf
     const Google__Protobuf__Value *qd = NULL;
     for (size_t i = 0; i < s->n_fields; i++) {
         const Google__Protobuf__Struct__FieldsEntry *f = s->fields[i];
-        if (f && strcmp(str_or_empty(f->key), QUILKIN_KEY) == 0)
+        if (f && strcmp(pb_str(f->key), QUILKIN_KEY) == 0)
             qd = f->value;
     }
     if (qd && qd->kind_case != GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET) {
@@ -615,7 +364,7 @@ static int decode_metadata(const Google__Protobuf__Struct *s, struct endpoint_cf
         if (rc < 0)
             return rc;
     }
-    struct node *user = struct_to_node_skip(s, QUILKIN_KEY);
+    struct node *user = metadata_struct_to_node(s, QUILKIN_KEY);
     if (!user)
         return oom(e);
     if (user->n_pairs == 0) {
@@ -657,21 +406,6 @@ static int set_host(struct endpoint_cfg *ep, const char *host, uint32_t port, st
     return 0;
 }
 
-/* Quilkin's address order as the YAML loader applies it: names (bytewise, then port) before
- * IPs (addr_cmp). */
-static int endpoint_cmp(const struct endpoint_cfg *a, const struct endpoint_cfg *b)
-{
-    if (a->host && b->host) {
-        int r = strcmp(a->host, b->host);
-        if (r)
-            return r < 0 ? -1 : 1;
-        return a->addr.port < b->addr.port ? -1 : a->addr.port > b->addr.port;
-    }
-    if (a->host || b->host)
-        return a->host ? -1 : 1;
-    return addr_cmp(&a->addr, &b->addr);
-}
-
 /* Endpoints of one group while they are collected, in arrival order. */
 struct ep_list {
     struct endpoint_cfg *eps;
@@ -701,53 +435,14 @@ static void ep_list_free(struct ep_list *l)
     memset(l, 0, sizeof(*l));
 }
 
-struct ep_slot {
-    struct endpoint_cfg *ep;
-    size_t idx;
-};
-
-static int ep_slot_cmp(const void *pa, const void *pb)
-{
-    const struct ep_slot *a = pa, *b = pb;
-    int r = endpoint_cmp(a->ep, b->ep);
-    if (r)
-        return r;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
-}
-
-/* Moves l's endpoints into g in address order, keeping the first of each address (like the
- * YAML loader, config.md §3) and freeing the others. l is emptied either way. */
+/* Moves l's endpoints into g, which owns them from then on (also on error), in address order
+ * and without duplicates, as the YAML loader leaves them (config.md §3). l is emptied. */
 static int finish_group(struct ep_list *l, struct cluster_group *g, struct err *e)
 {
-    if (l->n == 0) {
-        ep_list_free(l);
-        return 0;
-    }
-    struct ep_slot *slots = calloc(l->n, sizeof(*slots));
-    struct endpoint_cfg *out = calloc(l->n, sizeof(*out));
-    if (!slots || !out) {
-        free(slots);
-        free(out);
-        ep_list_free(l);
-        return oom(e);
-    }
-    for (size_t i = 0; i < l->n; i++)
-        slots[i] = (struct ep_slot){&l->eps[i], i};
-    qsort(slots, l->n, sizeof(*slots), ep_slot_cmp);
-    size_t kept = 0;
-    for (size_t i = 0; i < l->n; i++) {
-        if (kept && endpoint_cmp(&out[kept - 1], slots[i].ep) == 0) {
-            endpoint_deinit(slots[i].ep);
-            continue;
-        }
-        out[kept++] = *slots[i].ep;
-    }
-    free(slots);
-    free(l->eps);
+    g->endpoints = l->eps;
+    g->n_endpoints = l->n;
     memset(l, 0, sizeof(*l));
-    g->endpoints = out;
-    g->n_endpoints = kept;
-    return 0;
+    return config_group_normalize(g) < 0 ? oom(e) : 0;
 }
 
 static int set_locality(struct cluster_group *g, bool has, const char *region, const char *zone,
@@ -768,7 +463,7 @@ int xds_cluster_decode(const uint8_t *buf, size_t len, struct cluster_group *out
 {
     memset(out, 0, sizeof(*out));
     Quilkin__Config__V1alpha1__Cluster *m =
-        (void *)unpack(&quilkin__config__v1alpha1__cluster__descriptor, buf, len, e);
+        (void *)pb_unpack(&quilkin__config__v1alpha1__cluster__descriptor, buf, len, e);
     if (!m)
         return -EINVAL;
     struct ep_list l = {0};
@@ -784,7 +479,7 @@ int xds_cluster_decode(const uint8_t *buf, size_t len, struct cluster_group *out
         }
         if (!pe)
             continue; /* never produced by protobuf-c; keeps the walk total */
-        if ((rc = set_host(ep, str_or_empty(pe->host), pe->port, e)) == 0 && pe->metadata)
+        if ((rc = set_host(ep, pb_str(pe->host), pe->port, e)) == 0 && pe->metadata)
             rc = decode_metadata(pe->metadata, ep, e);
     }
     quilkin__config__v1alpha1__cluster__free_unpacked(m, NULL);
@@ -820,107 +515,27 @@ char *xds_cluster_resource_name(const struct cluster_group *g)
     return name;
 }
 
-/* ---- node -> google.protobuf.Value (spec xds.md §6.2 encoding) ---------------------------- */
-
-static Google__Protobuf__Value *node_to_value(struct pool *p, const struct node *n);
-
-static Google__Protobuf__Struct *map_to_struct(struct pool *p, const struct node *map,
-                                               const char *skip, size_t extra)
-{
-    Google__Protobuf__Struct *s = pool_alloc(p, sizeof(*s));
-    size_t cap = map->n_pairs + extra;
-    Google__Protobuf__Struct__FieldsEntry **fields = pool_alloc(p, cap * sizeof(*fields));
-    if (!s || !fields)
-        return NULL;
-    google__protobuf__struct__init(s);
-    s->fields = fields;
-    for (size_t i = 0; i < map->n_pairs; i++) {
-        const struct node *k = map->pairs[i].key;
-        if (skip && strcmp(k->str, skip) == 0)
-            continue;
-        Google__Protobuf__Struct__FieldsEntry *f = pool_alloc(p, sizeof(*f));
-        if (!f)
-            return NULL;
-        google__protobuf__struct__fields_entry__init(f);
-        f->key = k->str;
-        if (!(f->value = node_to_value(p, map->pairs[i].value)))
-            return NULL;
-        fields[s->n_fields++] = f;
-    }
-    return s;
-}
-
-static Google__Protobuf__Value *node_to_value(struct pool *p, const struct node *n)
-{
-    Google__Protobuf__Value *v = pool_alloc(p, sizeof(*v));
-    if (!v)
-        return NULL;
-    google__protobuf__value__init(v);
-    switch (n->kind) {
-    case NODE_NULL:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
-        v->null_value = GOOGLE__PROTOBUF__NULL_VALUE__NULL_VALUE;
-        break;
-    case NODE_BOOL:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
-        v->bool_value = n->b;
-        break;
-    case NODE_INT:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-        v->number_value = n->is_neg ? -(double)n->u : (double)n->u;
-        break;
-    case NODE_FLOAT:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-        v->number_value = n->f;
-        break;
-    case NODE_STR:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-        v->string_value = n->str;
-        break;
-    case NODE_SEQ: {
-        Google__Protobuf__ListValue *l = pool_alloc(p, sizeof(*l));
-        Google__Protobuf__Value **items = pool_alloc(p, n->n_items * sizeof(*items));
-        if (!l || !items)
-            return NULL;
-        google__protobuf__list_value__init(l);
-        for (size_t i = 0; i < n->n_items; i++)
-            if (!(items[i] = node_to_value(p, n->items[i])))
-                return NULL;
-        l->values = items;
-        l->n_values = n->n_items;
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
-        v->list_value = l;
-        break;
-    }
-    case NODE_MAP:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
-        if (!(v->struct_value = map_to_struct(p, n, NULL, 0)))
-            return NULL;
-        break;
-    }
-    return v;
-}
-
 /* { "quilkin.dev": { "tokens": [b64...] }, <user keys>... }: tokens always first. */
-static Google__Protobuf__Struct *endpoint_struct(struct pool *p, const struct endpoint_cfg *ep)
+static Google__Protobuf__Struct *endpoint_struct(struct pb_pool *p, const struct endpoint_cfg *ep)
 {
     static const struct node empty_map = {.kind = NODE_MAP, .str = ""};
     const struct node *md =
         ep->metadata && ep->metadata->kind == NODE_MAP ? ep->metadata : &empty_map;
-    Google__Protobuf__Struct *s = map_to_struct(p, md, QUILKIN_KEY, 1);
-    Google__Protobuf__Struct__FieldsEntry *qe = pool_alloc(p, sizeof(*qe)),
-                                          *te = pool_alloc(p, sizeof(*te));
-    Google__Protobuf__Value *qv = pool_alloc(p, sizeof(*qv)), *tv = pool_alloc(p, sizeof(*tv));
-    Google__Protobuf__Struct *qs = pool_alloc(p, sizeof(*qs));
-    Google__Protobuf__ListValue *list = pool_alloc(p, sizeof(*list));
-    Google__Protobuf__Value **items = pool_alloc(p, ep->n_tokens * sizeof(*items));
-    Google__Protobuf__Struct__FieldsEntry **qfields = pool_alloc(p, sizeof(*qfields));
+    Google__Protobuf__Struct *s = metadata_struct_from_node(p, md, QUILKIN_KEY, 1);
+    Google__Protobuf__Struct__FieldsEntry *qe = pb_pool_alloc(p, sizeof(*qe)),
+                                          *te = pb_pool_alloc(p, sizeof(*te));
+    Google__Protobuf__Value *qv = pb_pool_alloc(p, sizeof(*qv)),
+                            *tv = pb_pool_alloc(p, sizeof(*tv));
+    Google__Protobuf__Struct *qs = pb_pool_alloc(p, sizeof(*qs));
+    Google__Protobuf__ListValue *list = pb_pool_alloc(p, sizeof(*list));
+    Google__Protobuf__Value **items = pb_pool_alloc(p, ep->n_tokens * sizeof(*items));
+    Google__Protobuf__Struct__FieldsEntry **qfields = pb_pool_alloc(p, sizeof(*qfields));
     if (!s || !qe || !te || !qv || !tv || !qs || !list || !items || !qfields)
         return NULL;
     google__protobuf__list_value__init(list);
     for (size_t i = 0; i < ep->n_tokens; i++) {
-        Google__Protobuf__Value *item = pool_alloc(p, sizeof(*item));
-        char *text = pool_alloc(p, b64_encoded_len(ep->tokens[i].len) + 1);
+        Google__Protobuf__Value *item = pb_pool_alloc(p, sizeof(*item));
+        char *text = pb_pool_alloc(p, b64_encoded_len(ep->tokens[i].len) + 1);
         if (!item || !text)
             return NULL;
         b64_encode(ep->tokens[i].bytes, ep->tokens[i].len, text);
@@ -955,29 +570,29 @@ static Google__Protobuf__Struct *endpoint_struct(struct pool *p, const struct en
 
 int xds_cluster_encode(const struct cluster_group *g, uint8_t **out, size_t *out_len)
 {
-    struct pool p = {0};
+    struct pb_pool p = {0};
     Quilkin__Config__V1alpha1__Cluster m = QUILKIN__CONFIG__V1ALPHA1__CLUSTER__INIT;
     Quilkin__Config__V1alpha1__Locality loc = QUILKIN__CONFIG__V1ALPHA1__LOCALITY__INIT;
     if (g->has_locality) {
-        loc.region = (char *)str_or_empty(g->locality.region);
-        loc.zone = (char *)str_or_empty(g->locality.zone);
-        loc.sub_zone = (char *)str_or_empty(g->locality.sub_zone);
+        loc.region = (char *)pb_str(g->locality.region);
+        loc.zone = (char *)pb_str(g->locality.zone);
+        loc.sub_zone = (char *)pb_str(g->locality.sub_zone);
         m.locality = &loc;
     }
     int rc = -ENOMEM;
-    m.endpoints = pool_alloc(&p, g->n_endpoints * sizeof(*m.endpoints));
+    m.endpoints = pb_pool_alloc(&p, g->n_endpoints * sizeof(*m.endpoints));
     if (!m.endpoints)
         goto out;
     for (size_t i = 0; i < g->n_endpoints; i++) {
         const struct endpoint_cfg *ep = &g->endpoints[i];
-        Quilkin__Config__V1alpha1__Endpoint *pe = pool_alloc(&p, sizeof(*pe));
+        Quilkin__Config__V1alpha1__Endpoint *pe = pb_pool_alloc(&p, sizeof(*pe));
         if (!pe)
             goto out;
         quilkin__config__v1alpha1__endpoint__init(pe);
         if (ep->host) {
             pe->host = ep->host;
         } else {
-            char *ip = pool_alloc(&p, INET6_ADDRSTRLEN);
+            char *ip = pb_pool_alloc(&p, INET6_ADDRSTRLEN);
             if (!ip)
                 goto out;
             int af = ep->addr.family == AF_INET6 ? AF_INET6 : AF_INET;
@@ -990,9 +605,9 @@ int xds_cluster_encode(const struct cluster_group *g, uint8_t **out, size_t *out
             goto out;
         m.endpoints[m.n_endpoints++] = pe;
     }
-    rc = pack(&m.base, out, out_len);
+    rc = pb_pack(&m.base, out, out_len);
 out:
-    pool_free(&p);
+    pb_pool_free(&p);
     return rc;
 }
 
@@ -1014,9 +629,9 @@ static int decode_filter_metadata(const Envoy__Config__Core__V3__Metadata *md,
     }
     for (size_t i = 0; i < n; i++) {
         const Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *f = md->filter_metadata[i];
-        keys[i] = f ? str_or_empty(f->key) : NULL;
+        keys[i] = f ? pb_str(f->key) : NULL;
     }
-    if (last_of_each(keys, n, keep) < 0) {
+    if (metadata_struct_last_wins(keys, n, keep) < 0) {
         rc = oom(e);
         goto out;
     }
@@ -1028,7 +643,7 @@ static int decode_filter_metadata(const Envoy__Config__Core__V3__Metadata *md,
             rc = s ? decode_known(s, ep, e) : 0;
             continue;
         }
-        struct node *v = s ? struct_to_node(s) : node_new_map();
+        struct node *v = s ? metadata_struct_to_node(s, NULL) : node_new_map();
         if (node_map_append(user, keys[i], strlen(keys[i]), v) < 0)
             rc = oom(e);
     }
@@ -1066,7 +681,7 @@ static int decode_lb_endpoint(const Envoy__Config__Endpoint__V3__LbEndpoint *lb,
                             ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE
                         ? sa->port_value
                         : 0;
-    int rc = set_host(ep, str_or_empty(sa->address), port, e);
+    int rc = set_host(ep, pb_str(sa->address), port, e);
     if (rc == 0 && lb->metadata)
         rc = decode_filter_metadata(lb->metadata, ep, e);
     return rc;
@@ -1078,9 +693,9 @@ static bool same_locality(const struct cluster_group *a, const struct cluster_gr
         return false;
     if (!a->has_locality)
         return true;
-    return strcmp(str_or_empty(a->locality.region), str_or_empty(b->locality.region)) == 0 &&
-           strcmp(str_or_empty(a->locality.zone), str_or_empty(b->locality.zone)) == 0 &&
-           strcmp(str_or_empty(a->locality.sub_zone), str_or_empty(b->locality.sub_zone)) == 0;
+    return strcmp(pb_str(a->locality.region), pb_str(b->locality.region)) == 0 &&
+           strcmp(pb_str(a->locality.zone), pb_str(b->locality.zone)) == 0 &&
+           strcmp(pb_str(a->locality.sub_zone), pb_str(b->locality.sub_zone)) == 0;
 }
 
 int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups, size_t *n,
@@ -1088,7 +703,7 @@ int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups
 {
     *groups = NULL;
     *n = 0;
-    Envoy__Config__Endpoint__V3__ClusterLoadAssignment *m = (void *)unpack(
+    Envoy__Config__Endpoint__V3__ClusterLoadAssignment *m = (void *)pb_unpack(
         &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, buf, len, e);
     if (!m)
         return -EINVAL;
@@ -1187,7 +802,7 @@ static void filter_cfgs_release(struct filter_cfg *filters, size_t n)
     }
 }
 
-void xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n)
+int xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n)
 {
     struct filter_cfg *arr = n ? calloc(n, sizeof(*arr)) : NULL;
     bool ok = !n || arr;
@@ -1200,7 +815,7 @@ void xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n)
         /* OOM: keep the old chain (STYLE.md §3) and drop what we were given. */
         filter_cfgs_release(filters, n);
         free(arr);
-        return;
+        return -ENOMEM;
     }
     filter_cfgs_release(c->filters, c->n_filters);
     free(c->filters);
@@ -1212,4 +827,5 @@ void xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n)
     }
     c->filters = arr;
     c->n_filters = n;
+    return 0;
 }

@@ -90,6 +90,10 @@ int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups
 int xds_listener_decode(const uint8_t *buf, size_t len, struct filter_cfg **filters, size_t *n,
                         struct err *e);
 
+/* The Listener's name (its resource name in ACKs, spec xds.md §3), malloc'd; NULL when the
+ * bytes do not decode or on OOM. */
+char *xds_listener_name(const uint8_t *buf, size_t len);
+
 /* Filter list -> Listener bytes (name "", one FilterChain, typed_config omitted for filters
  * without config). Errors (e set) when a config cannot be packed. */
 int xds_listener_encode(const struct filter_cfg *filters, size_t n, uint8_t **out,
@@ -111,7 +115,9 @@ void xds_group_free(struct cluster_group *g);
  * of groups[0..n) contents (the array itself stays the caller's). 0 or -ENOMEM. */
 int xds_apply_clusters(struct config *c, struct cluster_group *groups, size_t n);
 
-/* Replaces c's filter list with filters[0..n) (taking ownership of their contents). */
-void xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n);
+/* Replaces c's filter list with filters[0..n), taking ownership of their contents (the array
+ * itself stays the caller's) whatever the outcome. 0, or -ENOMEM: c keeps its old filters and
+ * the given ones are freed. */
+int xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n);
 
 #endif

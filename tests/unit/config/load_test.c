@@ -903,6 +903,67 @@ static void set_unlocated(void **state)
     config_destroy(c);
 }
 
+/* A hand-built group: the loader's order and first-wins dedupe, the dropped endpoints freed
+ * (with everything they own: ASan's leak check covers that). */
+static struct endpoint_cfg owned_ep(const char *host, const char *ip, uint16_t port, int tag)
+{
+    struct endpoint_cfg ep = {0};
+    if (host)
+        ep.host = strdup(host);
+    else
+        assert_int_equal(addr_parse_ip(ip, &ep.addr), 0);
+    ep.addr.port = port;
+    ep.tokens = calloc(1, sizeof(*ep.tokens));
+    ep.tokens[0].bytes = malloc(1);
+    ep.tokens[0].bytes[0] = (uint8_t)tag;
+    ep.tokens[0].len = 1;
+    ep.n_tokens = 1;
+    ep.owned_metadata = node_new_map();
+    ep.metadata = ep.owned_metadata;
+    return ep;
+}
+
+static void group_normalize(void **state)
+{
+    struct cluster_group g = {0};
+    assert_int_equal(config_group_normalize(&g), 0); /* empty */
+    assert_int_equal(g.n_endpoints, 0);
+
+    g.endpoints = calloc(8, sizeof(*g.endpoints));
+    g.endpoints[0] = owned_ep(NULL, "::1", 5, 0);
+    g.n_endpoints = 1;
+    assert_int_equal(config_group_normalize(&g), 0); /* one: nothing to do */
+    assert_int_equal(g.n_endpoints, 1);
+
+    g.endpoints[1] = owned_ep(NULL, "10.0.0.1", 7, 1);
+    g.endpoints[2] = owned_ep("b.example", NULL, 1, 2);
+    g.endpoints[3] = owned_ep(NULL, "::1", 5, 3); /* duplicate of [0] */
+    g.endpoints[4] = owned_ep("a.example", NULL, 2, 4);
+    g.endpoints[5] = owned_ep("b.example", NULL, 1, 5); /* duplicate of [2] */
+    g.endpoints[6] = owned_ep("a.example", NULL, 1, 6);
+    g.endpoints[7] = owned_ep(NULL, "10.0.0.1", 7, 7); /* duplicate of [1] */
+    g.n_endpoints = 8;
+    assert_int_equal(config_group_normalize(&g), 0);
+    assert_int_equal(g.n_endpoints, 5);
+    check_name(&g.endpoints[0], "a.example", 1);
+    check_name(&g.endpoints[1], "a.example", 2);
+    check_name(&g.endpoints[2], "b.example", 1);
+    check_v4(&g.endpoints[3], "10.0.0.1", 7);
+    check_v6(&g.endpoints[4], "::1", 5);
+    static const uint8_t kept[5] = {6, 4, 2, 1, 0}; /* the first of each address survives */
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(g.endpoints[i].tokens[0].bytes[0], kept[i]);
+        assert_ptr_equal(g.endpoints[i].metadata, g.endpoints[i].owned_metadata);
+    }
+    for (size_t i = 0; i < g.n_endpoints; i++) {
+        free(g.endpoints[i].host);
+        free(g.endpoints[i].tokens[0].bytes);
+        free(g.endpoints[i].tokens);
+        node_free(g.endpoints[i].owned_metadata);
+    }
+    free(g.endpoints);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -937,6 +998,7 @@ int main(void)
         cmocka_unit_test(load_file_fallbacks),
         cmocka_unit_test(default_config),
         cmocka_unit_test(set_unlocated),
+        cmocka_unit_test(group_normalize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

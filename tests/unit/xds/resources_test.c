@@ -902,7 +902,7 @@ static void test_apply_filters(void **state)
     fs[0].name = strdup(src->filters[0].name);
     fs[1].name = strdup(src->filters[1].name);
     fs[1].config = src->filters[1].config; /* borrowed: applying must take a copy */
-    xds_apply_filters(c, fs, 2);
+    assert_int_equal(xds_apply_filters(c, fs, 2), 0);
     config_destroy(src);
     assert_null(fs[0].name);
     assert_int_equal(c->n_filters, 2);
@@ -910,7 +910,7 @@ static void test_apply_filters(void **state)
     assert_null(c->filters[0].config);
     assert_null(c->filters[1].label);
     assert_node_json(c->filters[1].config, "{\"id\":\"b\"}");
-    xds_apply_filters(c, NULL, 0);
+    assert_int_equal(xds_apply_filters(c, NULL, 0), 0);
     assert_int_equal(c->n_filters, 0);
     config_destroy(c);
 }

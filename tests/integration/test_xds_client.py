@@ -1,0 +1,440 @@
+"""The proxy as an ADS client (spec xds.md §5, §6; admin.md §3, §4.5), driven by a Python
+control plane (xds_helpers.ControlPlane) over loopback.
+
+Every test checks what the proxy sends on the wire (parsed DiscoveryRequests, and for the
+first subscription the exact bytes) and what the learnt configuration does to real UDP
+traffic through the proxy (echo servers), plus /ready and the xDS metrics.
+"""
+
+import time
+
+from admin_helpers import free_tcp_port, wait_metric
+from admin_helpers import quilkin  # noqa: F401  (fixture)
+from conftest import SILENCE, wait_until
+from xds_helpers import (DEBUG, DROP, PASS, SUBSCRIPTION_ORDER, TYPE_CLA, TYPE_CLUSTER,
+                         TYPE_LISTENER, capture_suffix, cla, cluster, concatenate_filter,
+                         debug_filter, drop_filter, endpoint, filter_entry, listener,
+                         pass_filter, pb, ready_status, request, server_endpoint, token_router,
+                         wait_delivery, wait_ready_status)
+from xds_helpers import control_plane, xds_pb  # noqa: F401  (fixtures)
+
+PROXY_ID = "xds-proxy"
+CP_ID = "py-cp"
+RESYNC_TIMEOUT = 8.0        # reconnect: backoff 0.5-2.5 s (+1-3 s if the first try fails)
+
+
+def proxy_config(ident=PROXY_ID):
+    return f"version: v1alpha1\nid: {ident}\n"
+
+
+def start_proxy(quilkin, cp, *extra, ident=PROXY_ID):
+    """A proxy with no static endpoints, fed by ``cp``; waits for its 3 subscriptions."""
+    n = len(cp.streams)
+    p = quilkin("-m", cp.url, *extra, config=proxy_config(ident))
+    st = cp.wait_stream(n + 1)
+    return p, st
+
+
+def push_and_ack(cp, st, type_url, resources, version, **kw):
+    """Push a response and wait for the proxy's reply to it; returns (response, reply)."""
+    resp = cp.push(type_url, resources, version=version, **kw)
+    reply = st.wait_reply_to(resp.nonce)
+    return resp, reply
+
+
+def assert_ack(reply, resp):
+    assert not reply.HasField("error_detail"), reply.error_detail
+    assert reply.version_info == resp.version_info
+    assert reply.response_nonce == resp.nonce
+    assert reply.type_url == resp.type_url
+
+
+def assert_nack(reply, resp, needle=None):
+    assert reply.HasField("error_detail"), f"expected a NACK, got {reply}"
+    assert reply.error_detail.code == 3, reply.error_detail
+    assert reply.error_detail.message, "NACK without an error message"
+    if needle is not None:
+        assert needle in reply.error_detail.message, reply.error_detail.message
+    # spec xds.md §5.3: version_info echoes the rejected response's version
+    assert reply.version_info == resp.version_info
+    assert reply.response_nonce == resp.nonce
+    assert reply.type_url == resp.type_url
+    assert not reply.HasField("node")
+
+
+def silent(server, before, within=SILENCE):
+    """Assert ``server`` receives nothing beyond its first ``before`` datagrams."""
+    time.sleep(within)
+    got = server.snapshot()[before:]
+    assert not got, f"{server.addr} unexpectedly received {got!r}"
+
+
+# --------------------------------------------------------------------------
+# subscriptions
+# --------------------------------------------------------------------------
+
+def test_subscriptions_order_and_bytes(quilkin, control_plane):
+    cp = control_plane(auto_reply=False)
+    p = quilkin("-m", cp.url, config=proxy_config("proxy-1"))
+    st = cp.wait_stream(1)
+    reqs = st.wait_requests(3)
+    assert [r.type_url for r in reqs] == SUBSCRIPTION_ORDER
+    for r in reqs:
+        assert r.node.id == "proxy-1"
+        assert r.node.user_agent_name == "quilkin"
+        assert r.version_info == ""
+        assert r.response_nonce == ""
+        assert list(r.resource_names) == []
+        assert not r.HasField("error_detail")
+    # spec xds.md §5.2: the exact encoding of the Cluster subscription for id proxy-1
+    url = TYPE_CLUSTER.encode()
+    expected = (bytes.fromhex("12120a07") + b"proxy-1" + bytes.fromhex("3207") + b"quilkin"
+                + bytes([0x22, len(url)]) + url)
+    assert st.raw[0] == expected, st.raw[0].hex()
+    lurl = TYPE_LISTENER.encode()
+    assert st.raw[1] == expected[:20] + bytes([0x22, len(lurl)]) + lurl, st.raw[1].hex()
+    # no response yet and no endpoints: not ready
+    assert ready_status(p) == 500
+    time.sleep(0.3)
+    assert len(st.reqs()) == 3, "unexpected extra requests before any response"
+    assert len(cp.streams) == 1
+
+
+# --------------------------------------------------------------------------
+# endpoints and filters applied to traffic
+# --------------------------------------------------------------------------
+
+def test_endpoints_added_changed_emptied(quilkin, control_plane, servers, clients):
+    a, b = servers(), servers()
+    cp = control_plane(identifier=CP_ID)
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    assert ready_status(p) == 500           # no endpoint yet
+
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
+    assert_ack(reply, resp)
+    assert list(reply.resource_names) == [""]
+    assert client.request(b"to-a")[0] == b"to-a"
+    assert a.wait_for(b"to-a")
+    wait_ready_status(p, 200)
+
+    # the group is replaced: traffic moves to b
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(b)])], "2")
+    assert_ack(reply, resp)
+    wait_delivery(client, b)
+    a_before = a.count()
+    assert request(client, b"to-b") == b"to-b"
+    assert [d for d, _ in b.snapshot()][-1] == b"to-b"
+    assert a.count() == a_before, "old endpoint still receives traffic"
+
+    # emptied: a cluster with zero endpoints
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [cluster([])], "3")
+    assert_ack(reply, resp)
+    wait_ready_status(p, 500)
+    a_before, b_before = a.count(), b.count()
+    client.send(b"nowhere")
+    silent(b, b_before)
+    assert a.count() == a_before
+
+
+def test_filter_chain_replaced(quilkin, control_plane, servers, clients):
+    a = servers()
+    cp = control_plane(identifier=CP_ID)
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
+    assert client.request(b"plain")[0] == b"plain"
+
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(drop_filter())], "1")
+    assert_ack(reply, resp)
+    assert list(reply.resource_names) == [""]
+    before = a.count()
+    client.send(b"dropped")
+    silent(a, before)
+
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(pass_filter())], "2")
+    assert_ack(reply, resp)
+    assert client.request(b"passed")[0] == b"passed"
+
+    # a filter with a typed_config: Concatenate appends on read
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER,
+                               [listener(debug_filter("dbg-1"), concatenate_filter(b"+cat"))],
+                               "3")
+    assert_ack(reply, resp)
+    client.send(b"data")
+    assert a.wait_for(b"data+cat")
+
+    # an empty chain is a valid replacement too
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener()], "4")
+    assert_ack(reply, resp)
+    client.send(b"bare")
+    assert a.wait_for(b"bare")
+
+
+# --------------------------------------------------------------------------
+# ACK / NACK
+# --------------------------------------------------------------------------
+
+def test_ack_echoes_version_nonce_and_resource_names(quilkin, control_plane, servers):
+    a, b = servers(), servers()
+    cp = control_plane(identifier=CP_ID, auto_reply=False)
+    p, st = start_proxy(quilkin, cp)
+    resp, reply = push_and_ack(
+        cp, st, TYPE_CLUSTER,
+        [cluster([server_endpoint(a)]),
+         cluster([server_endpoint(b)], locality=("eu", "z1", "")),
+         cluster([], locality=("us", "", "")),
+         cluster([], locality=("ap", "z", "s"))],
+        "v-42", nonce="nonce-abc")
+    assert_ack(reply, resp)
+    assert reply.version_info == "v-42"
+    assert reply.response_nonce == "nonce-abc"
+    assert list(reply.resource_names) == ["", "eu:z1", "us", "ap:z:s"]
+    assert not reply.HasField("node")
+
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(pass_filter())], "L1",
+                               nonce="nonce-lst")
+    assert_ack(reply, resp)
+    assert list(reply.resource_names) == [""]
+    assert not reply.HasField("node")
+    # nothing else was sent: no spontaneous requests after the ACKs
+    assert len(st.reqs()) == 3 + 2
+    wait_ready_status(p, 200)
+
+
+def test_listener_ack_names_the_listener(quilkin, control_plane):
+    """spec xds.md §3/§5.3: a Listener's resource name in the ACK is Listener.name."""
+    cp = control_plane(identifier=CP_ID, auto_reply=False)
+    p, st = start_proxy(quilkin, cp)
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(pass_filter(), name="lst-1")],
+                               "L2")
+    assert_ack(reply, resp)
+    assert list(reply.resource_names) == ["lst-1"]
+
+
+def test_invalid_listener_nacked_old_chain_kept(quilkin, control_plane, servers, clients):
+    a = servers()
+    cp = control_plane(identifier=CP_ID)
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(concatenate_filter(b"!"))], "1")
+    assert_ack(reply, resp)
+    client.send(b"one")
+    assert a.wait_for(b"one!")
+
+    bad = listener(pass_filter(), filter_entry("quilkin.filters.nope.v1alpha1.Nope"))
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [bad], "7", nonce="bad-listener")
+    assert_nack(reply, resp)
+    assert reply.version_info == "7"
+    # the old chain keeps serving
+    client.send(b"two")
+    assert a.wait_for(b"two!")
+
+    # a typed_config whose type_url is not the filter name (spec xds.md §6.3)
+    bad = listener(filter_entry(DEBUG, pass_filter_config(), type_url=DROP))
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [bad], "8")
+    assert_nack(reply, resp, needle="Expected")
+    client.send(b"three")
+    assert a.wait_for(b"three!")
+
+    # a later valid Listener is accepted again
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener()], "9")
+    assert_ack(reply, resp)
+    client.send(b"four")
+    assert a.wait_for(b"four")
+
+
+def pass_filter_config():
+    return pb().filters[PASS]()
+
+
+def test_invalid_cluster_nacked_endpoints_kept(quilkin, control_plane, servers, clients):
+    a, b = servers(), servers()
+    cp = control_plane(identifier=CP_ID)
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
+    assert client.request(b"before")[0] == b"before"
+
+    bad = cluster([endpoint("127.0.0.1", 70000)])
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [bad], "2", nonce="bad-port")
+    assert_nack(reply, resp, needle="invalid endpoint port")
+    assert reply.version_info == "2"
+    assert client.request(b"after")[0] == b"after"
+    assert a.wait_for(b"after")
+    assert ready_status(p) == 200
+
+    # spec xds.md §5.3: resources before the failing one stay applied (no rollback)
+    good = cluster([server_endpoint(b)], locality=("eu", "", ""))
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [good, bad], "3")
+    assert_nack(reply, resp, needle="invalid endpoint port")
+    client.send(b"both")
+    assert a.wait_for(b"both")
+    assert b.wait_for(b"both")
+
+
+# --------------------------------------------------------------------------
+# control plane loss
+# --------------------------------------------------------------------------
+
+def test_restart_keeps_forwarding_and_resyncs(quilkin, control_plane, servers, clients):
+    echo = [servers() for _ in range(4)]
+    cp = control_plane(identifier=CP_ID)
+    cp.set_state(TYPE_CLUSTER, [cluster([server_endpoint(echo[0])])], "0")
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    wait_ready_status(p, 200)
+    assert client.request(b"start")[0] == b"start"
+    wait_metric(p, "quilkin_active_control_planes", 1, control_plane=PROXY_ID)
+
+    timings = []
+    for i in range(1, 4):
+        cp.stop()
+        t_down = time.monotonic()
+        wait_ready_status(p, 500)
+        wait_metric(p, "quilkin_active_control_planes", 0, control_plane=PROXY_ID)
+        # still forwarding to the learnt endpoint while the control plane is down
+        assert request(client, b"outage-%d" % i) == b"outage-%d" % i
+        assert echo[i - 1].wait_for(b"outage-%d" % i)
+
+        n_streams = len(cp.streams)
+        cp.set_state(TYPE_CLUSTER, [cluster([server_endpoint(echo[i])])], str(i))
+        cp.start()
+        new = cp.wait_stream(n_streams + 1, timeout=RESYNC_TIMEOUT)
+        reqs = new.wait_requests(3)
+        assert [r.type_url for r in reqs[:3]] == SUBSCRIPTION_ORDER
+        assert all(r.node.id == PROXY_ID and not r.response_nonce for r in reqs[:3])
+        _, waited = wait_delivery(client, echo[i], timeout=3.0)
+        wait_ready_status(p, 200)
+        timings.append(time.monotonic() - t_down)
+    print("xds reconnect+resync s:", [round(t, 2) for t in timings])
+    assert len(cp.streams) == 4
+
+
+def test_idle_rerequest(quilkin, control_plane):
+    cp = control_plane(auto_reply=False)
+    quilkin("-m", cp.url, "--idle-request-interval-secs", "1", config=proxy_config())
+    st = cp.wait_stream(1)
+    st.wait_requests(9, timeout=4.0)
+    with cp._cond:
+        timed = list(st.requests)
+    assert len(cp.streams) == 1, "idle re-request must use the same stream"
+    types_ = [r.type_url for _, r in timed[:9]]
+    assert types_ == SUBSCRIPTION_ORDER * 3
+    for _, r in timed[:9]:
+        assert r.node.id == PROXY_ID and r.node.user_agent_name == "quilkin"
+        assert r.response_nonce == "" and r.version_info == ""
+    gap1 = timed[3][0] - timed[0][0]
+    gap2 = timed[6][0] - timed[3][0]
+    assert 0.8 <= gap1 <= 2.0, gap1
+    assert 0.8 <= gap2 <= 2.0, gap2
+
+
+def test_second_server_used_when_first_is_dead(quilkin, control_plane, servers, clients):
+    a = servers()
+    dead = free_tcp_port()
+    cp = control_plane(identifier=CP_ID)
+    cp.set_state(TYPE_CLUSTER, [cluster([server_endpoint(a)])], "5")
+    p = quilkin("-m", f"http://127.0.0.1:{dead}", "-m", cp.url, config=proxy_config())
+    st = cp.wait_stream(1, timeout=RESYNC_TIMEOUT)
+    assert st.reqs()[0].node.id == PROXY_ID
+    wait_ready_status(p, 200)
+    assert clients(p.port).request(b"via-second")[0] == b"via-second"
+
+
+# --------------------------------------------------------------------------
+# token routing learnt over xDS
+# --------------------------------------------------------------------------
+
+def tagged(servers, tag):
+    return servers(echo=lambda d: tag + d)
+
+
+def test_cla_with_tokens_routes(quilkin, control_plane, servers, clients):
+    a, b = tagged(servers, b"a:"), tagged(servers, b"b:")
+    cp = control_plane(identifier=CP_ID)
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER,
+                               [listener(capture_suffix(3, remove=True), token_router())], "1")
+    assert_ack(reply, resp)
+    m = cla([(None, [(a.host, a.port, [b"aaa", b"zzz"]), (b.host, b.port, [b"bbb"])])])
+    resp, reply = push_and_ack(cp, st, TYPE_CLA, [m], "1")
+    assert_ack(reply, resp)
+    wait_ready_status(p, 200)
+    assert client.request(b"helloaaa")[0] == b"a:hello"
+    assert client.request(b"hellobbb")[0] == b"b:hello"
+    assert client.request(b"againzzz")[0] == b"a:again"
+    assert [d for d, _ in a.snapshot()] == [b"hello", b"again"]
+    assert [d for d, _ in b.snapshot()] == [b"hello"]
+    client.send(b"nobodyxyz")
+    silent(a, 2)
+    assert b.count() == 1
+
+    # a located CLA group is added next to the unlocated one
+    c = tagged(servers, b"c:")
+    m = cla([(("eu", "z1", ""), [(c.host, c.port, [b"ccc"])])])
+    resp, reply = push_and_ack(cp, st, TYPE_CLA, [m], "2")
+    assert_ack(reply, resp)
+    assert client.request(b"hiccc")[0] == b"c:hi"
+    assert client.request(b"hibbb")[0] == b"b:hi"
+
+
+def test_capture_token_router_over_xds(quilkin, control_plane, servers, clients):
+    a, b = tagged(servers, b"a:"), tagged(servers, b"b:")
+    cp = control_plane(identifier=CP_ID)
+    cp.set_state(TYPE_CLUSTER, [cluster([server_endpoint(a, tokens=[b"tka"]),
+                                         server_endpoint(b, tokens=[b"tkb"])])], "1")
+    cp.set_state(TYPE_LISTENER, [listener(capture_suffix(3, remove=True), token_router())],
+                 "1")
+    p, st = start_proxy(quilkin, cp)
+    client = clients(p.port)
+    # both state responses were answered by ACKs
+    wait_until(lambda: sum(1 for r in st.reqs() if r.response_nonce) >= 2, 3.0,
+               what="ACKs of the initial state")
+    assert client.request(b"xtka")[0] == b"a:x"
+    assert client.request(b"ytkb")[0] == b"b:y"
+    # the token moves with the endpoint metadata
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER,
+                               [cluster([server_endpoint(a, tokens=[b"tkb"]),
+                                         server_endpoint(b, tokens=[b"tka"])])], "2")
+    assert_ack(reply, resp)
+    assert client.request(b"ztka")[0] == b"b:z"
+    assert client.request(b"wtkb")[0] == b"a:w"
+
+
+# --------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------
+
+def test_xds_metrics_match_what_was_sent(quilkin, control_plane, servers):
+    a = servers()
+    cp = control_plane(identifier="cp-metrics", auto_reply=False)
+    p, st = start_proxy(quilkin, cp)
+    for v in ("1", "2", "3"):
+        push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], v)
+    push_and_ack(cp, st, TYPE_LISTENER, [listener(pass_filter())], "1")
+    for v in ("2", "3"):
+        resp, reply = push_and_ack(cp, st, TYPE_LISTENER,
+                                   [listener(filter_entry("no.such.Filter"))], v)
+        assert_nack(reply, resp)
+    resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [cluster([endpoint("127.0.0.1", 65536)])],
+                               "4")
+    assert_nack(reply, resp)
+    assert cp.sent_count(TYPE_CLUSTER) == 4 and cp.sent_count(TYPE_LISTENER) == 3
+
+    cl = {"control_plane": "cp-metrics", "type": TYPE_CLUSTER}
+    li = {"control_plane": "cp-metrics", "type": TYPE_LISTENER}
+    m = wait_metric(p, "quilkin_discovery_responses", 4, **cl)
+    assert m.value("quilkin_discovery_responses", **li) == 3
+    assert m.value("quilkin_xds_acks", **cl) == 3
+    assert m.value("quilkin_xds_nacks", **cl) == 1
+    assert m.value("quilkin_xds_acks", **li) == 1
+    assert m.value("quilkin_xds_nacks", **li) == 2
+    assert m.value("quilkin_active_control_planes", control_plane=PROXY_ID) == 1
+    for name in ("quilkin_discovery_responses", "quilkin_xds_acks", "quilkin_xds_nacks"):
+        assert m.families[name].type == "counter"
+        # nothing counted for a type that was never received
+        assert m.value(name, control_plane="cp-metrics", type=TYPE_CLA) is None
+    assert m.families["quilkin_active_control_planes"].type == "gauge"
