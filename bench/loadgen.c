@@ -371,11 +371,16 @@ static int run_probe(const struct opts *o, const struct sockaddr_storage *ss, so
     int fd = open_client(ss, len);
     if (fd == -1)
         return 1;
-    uint8_t tx[HDR_LEN], *rx = malloc(DGRAM_MAX);
-    if (!rx) {
+    /* same shape as the measured packets (header + 0xab filler up to --size), so a filter
+     * chain that routes on the payload (bench/capture_token_router.yaml) passes probes too */
+    uint8_t *tx = calloc(1, o->size), *rx = malloc(DGRAM_MAX);
+    if (!tx || !rx) {
+        free(tx);
+        free(rx);
         close(fd);
         return 1;
     }
+    memset(tx + HDR_LEN, 0xab, o->size - HDR_LEN);
     uint64_t start = now_ns(), until = start + o->timeout_ms * NS_PER_MS;
     int ok = 0;
     /* One probe per 100 ms: the target may not be bound yet (ECONNREFUSED) or may still be
@@ -383,7 +388,7 @@ static int run_probe(const struct opts *o, const struct sockaddr_storage *ss, so
     for (uint64_t seq = 0; !ok && now_ns() < until && seq < 1000000; seq++) {
         uint64_t t = now_ns();
         put_hdr(tx, PROBE_SESSION, seq, t);
-        (void)send(fd, tx, sizeof(tx), 0);
+        (void)send(fd, tx, o->size, 0);
         uint64_t next = t + 100 * NS_PER_MS < until ? t + 100 * NS_PER_MS : until;
         while (!ok && wait_readable(fd, next, false)) {
             ssize_t n = 0;
@@ -405,6 +410,7 @@ static int run_probe(const struct opts *o, const struct sockaddr_storage *ss, so
     printf("RESULT mode=probe ok=%d ms=%.1f\n", ok, (double)(now_ns() - start) / 1e6);
     close(fd);
     free(rx);
+    free(tx);
     return ok ? 0 : 1;
 }
 
