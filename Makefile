@@ -9,7 +9,7 @@ PYTHON     ?= /usr/bin/python3
 BUILD      := build
 BUILD_ASAN := build-asan
 BUILD_FUZZ := build-fuzz
-FUZZ_SECS  ?= 20
+FUZZ_SECS  ?= 40
 
 .PHONY: all deps build build-asan run test unit integration fuzz bench clean fmt check-deps
 

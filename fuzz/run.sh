@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target (BUILD_DIR/fuzz_*) for a bounded time on a scratch copy of its
-# seed corpus (fuzz/corpus/<name>/), sharing SECONDS evenly (at least 5 s each).
+# seed corpus (fuzz/corpus/<name>/), sharing SECONDS evenly (at least 5 s each, 20 s for the
+# filter chain).
 # Usage: bash fuzz/run.sh BUILD_DIR SECONDS
 # Prints one summary line per target; exits non-zero if any target crashed, leaked or timed out.
 # A failing target's crash input and log are kept under the printed directory.
@@ -25,6 +26,9 @@ fi
 
 per=$(( total_secs / ${#targets[@]} ))
 [ "$per" -lt 5 ] && per=5
+# The filter chain target covers the most code (every filter, both directions): it gets at
+# least 20 s whatever the share (the filters issue asks for a 20 s run in make test).
+chain_min=20
 
 failed=0
 for exe in "${targets[@]}"; do
@@ -37,13 +41,15 @@ for exe in "${targets[@]}"; do
     cp -R "$here/corpus/$name/." "$work/corpus/"
     seeds=$(find "$work/corpus" -type f | wc -l)
   fi
-  "$exe" -max_total_time="$per" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+  secs=$per
+  [ "$name" = filter_chain ] && [ "$secs" -lt "$chain_min" ] && secs=$chain_min
+  "$exe" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1
   rc=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" | grep -o '[0-9]*$' || true)
   after=$(find "$work/corpus" -type f | wc -l)
   if [ $rc -eq 0 ]; then
-    echo "fuzz $name: ok, ${runs:-?} runs in ${per}s, corpus $seeds -> $after"
+    echo "fuzz $name: ok, ${runs:-?} runs in ${secs}s, corpus $seeds -> $after"
     rm -rf "$work"
   else
     crash=$(ls "$work/artifacts" 2>/dev/null | head -1)
