@@ -5,12 +5,14 @@
  *
  * Input format (fuzz/mkseeds_filter_chain.py writes it):
  *   u16 LE config length L, L bytes of YAML, then packets, each
- *   u8 flags (bit 0: write direction, bit 1: IPv6 client), u16 LE length, bytes
+ *   u8 flags (bit 0: write direction, bit 1: IPv6 client, bit 6: sampled (timed) run; the
+ *   high bits also vary the clocks), u16 LE length, bytes
  *   (a short last packet takes what is left).
  * When the first two bytes do not give a length that fits (e.g. a plain .yaml seed), the
  * whole input is the config and a fixed set of packets runs in both directions. */
 #include "base/arena.h"
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/config.h"
 #include "filters/chain.h"
 #include "filters/filter.h"
@@ -62,6 +64,7 @@ static void run_packet(struct fuzz_env *env, const uint8_t *p, size_t len, uint8
     c.spare = env->spare;
     c.spare_cap = BUF_CAP;
     c.worker = 0;
+    c.is_sampled = (flags & 0x40) != 0; /* the timed chain run */
     c.now_ns = 1000000000ull * (1 + (flags >> 4));
     c.now_unix_ns = (NOW_UNIX_S + (flags >> 2)) * 1000000000ull + 123456789ull;
     struct addr client = {.family = AF_INET, .port = 40000, .ip = {127, 0, 0, 1}};
@@ -99,7 +102,8 @@ static void run_default_packets(struct fuzz_env *env)
     static const char *const texts[] = {"hello", "", "helloabc", "\x01payload", "xyz"};
     for (uint8_t dir = 0; dir < 2; dir++) {
         for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
-            run_packet(env, (const uint8_t *)texts[i], strlen(texts[i]), dir);
+            run_packet(env, (const uint8_t *)texts[i], strlen(texts[i]),
+                       (uint8_t)(dir | (i == 0 ? 0x40 : 0))); /* one timed run */
         run_packet(env, framed_hello, sizeof(framed_hello), dir);
         run_packet(env, stamp, sizeof(stamp), (uint8_t)(dir | 2));
     }
@@ -169,5 +173,6 @@ out:
     free(env.buf);
     free(env.spare);
     snapshot_destroy(env.snap); /* owns cfg */
+    metrics_reset_for_tests();  /* filter series (e.g. per metadata key) must not pile up */
     return 0;
 }

@@ -5,6 +5,7 @@
  * never a crash, an overflow or a leak. As an oracle, whatever decodes must encode and decode
  * again. Seeds: fuzz/corpus/xds_response/, written by fuzz/mkseeds_xds.py. */
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/config.h"
 #include "config/node.h"
 #include "proxy/snapshot.h"
@@ -159,5 +160,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snapshot_destroy(snap); /* owns cfg */
     else
         config_destroy(cfg);
+    metrics_reset_for_tests(); /* filter series (e.g. per metadata key) must not pile up */
     return 0;
 }

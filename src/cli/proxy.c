@@ -4,6 +4,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/strbuf.h"
 #include "cli/cli.h"
 #include "cli/proxy_state.h"
@@ -433,6 +434,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     unsigned n_workers = o->workers ? (unsigned)o->workers : available_cpus();
     if (n_workers > MAX_WORKERS)
         n_workers = MAX_WORKERS;
+    metrics_init(n_workers); /* before any filter registers a series */
     if (snapshot_create(cfg, n_workers, &snap, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);

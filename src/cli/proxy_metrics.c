@@ -1,5 +1,6 @@
 /* /metrics, /ready and /config for `quilkin proxy` (spec admin.md §2-§4): sums the workers'
  * shards with relaxed loads at scrape time. Runs on the admin thread. */
+#include "base/metrics.h"
 #include "base/prom.h"
 #include "base/strbuf.h"
 #include "cli/proxy_state.h"
@@ -176,6 +177,8 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                     atomic_load(&ps->reloads_failed));
     if (ps->ads)
         ads_client_render_metrics(ps->ads, out);
+    /* the registry's series: per-filter metrics (spec admin.md §4.4) */
+    metrics_render(out);
     free(s);
     free(rr);
     free(rw);

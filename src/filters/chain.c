@@ -1,8 +1,11 @@
-/* Chain construction and execution. Construction may allocate (control thread); running
- * never does. */
+/* Chain construction and execution, and the per-filter metric series (spec admin.md §4.4,
+ * filters.md §1.4). Construction may allocate (control thread); running never does, and
+ * reads the clock only for sampled packets. */
 #include "filters/chain.h"
 
+#include "base/clock.h"
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/config.h"
 #include "config/node.h"
 #include "filters/registry.h"
@@ -88,6 +91,81 @@ static void locate(struct err *e, const struct filter_cfg *cfg, size_t i)
     err_prefix(e, "%s:%u:%u: filters[%zu]: ", cfg->source ? cfg->source : "", line, col, i);
 }
 
+/* spec admin.md §4.4: the buckets of the per-filter timing histograms. */
+static const double duration_bounds_s[] = {0.000125,          0.0003125,         0.00078125,
+                                           0.001953125,       0.0048828125,      0.01220703125,
+                                           0.030517578125,    0.0762939453125,   0.19073486328125,
+                                           0.476837158203125, 1.1920928955078125};
+#define N_DURATION_BOUNDS (sizeof(duration_bounds_s) / sizeof(duration_bounds_s[0]))
+
+/* Label text of at most n values, each escaped (at worst doubling). */
+static char *labels_alloc(const char *const *keys, const char *const *values, size_t n)
+{
+    size_t c = 1;
+    for (size_t i = 0; i < n; i++)
+        c += strlen(keys[i]) + 2 * strlen(values[i]) + 4;
+    char *buf = malloc(c);
+    if (!buf)
+        return NULL;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (!metrics_label(buf, c, keys[i], values[i])) {
+            free(buf);
+            return NULL;
+        }
+    return buf;
+}
+
+struct metric_counter *filter_int_counter(const char *id, const char *label, const char *help,
+                                          const char *event)
+{
+    /* labels in name order, as v0.7.0's Prometheus client prints them */
+    static const char *const keys[] = {"event", "help", "id", "label"};
+    const char *const values[] = {event, help, id, label};
+    char *labels = labels_alloc(keys, values, 4);
+    if (!labels)
+        return NULL;
+    struct metric_counter *c =
+        metrics_counter("quilkin_filter_int_counter", labels,
+                        "generic filter counter, see help label for more specific info");
+    free(labels);
+    return c;
+}
+
+struct metric_histogram *filter_histogram(const char *id, const char *label, const char *help,
+                                          const char *event, const char *shared_metadata_1,
+                                          const double *bounds, size_t n_bounds)
+{
+    static const char *const keys[] = {"event", "help", "id", "label", "shared_metadata_1"};
+    const char *const values[] = {event, help, id, label, shared_metadata_1};
+    char *labels = labels_alloc(keys, values, 5);
+    if (!labels)
+        return NULL;
+    struct metric_histogram *h = metrics_histogram(
+        "quilkin_filter_histogram", labels,
+        "generic filter histogram, see help label for more specific info", bounds, n_bounds);
+    free(labels);
+    return h;
+}
+
+/* The top-level timing series of f (spec admin.md §4.4: entries with the same name share). */
+static int timing_lookup(struct filter *f, const char *name)
+{
+    static const char *const keys[] = {"filter"};
+    const char *const values[] = {name};
+    char *labels = labels_alloc(keys, values, 1);
+    if (!labels)
+        return -ENOMEM;
+    f->read_hist = metrics_histogram("quilkin_filter_read_duration_seconds", labels,
+                                     "Seconds taken to execute a given filter's `read`.",
+                                     duration_bounds_s, N_DURATION_BOUNDS);
+    f->write_hist = metrics_histogram("quilkin_filter_write_duration_seconds", labels,
+                                      "Seconds taken to execute a given filter's `write`.",
+                                      duration_bounds_s, N_DURATION_BOUNDS);
+    free(labels);
+    return f->read_hist && f->write_hist ? 0 : -ENOMEM;
+}
+
 int chain_build(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
                 const struct filter_build *b, struct err *e)
 {
@@ -100,6 +178,10 @@ int chain_build(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
         return err_set(e, "out of memory building the filter chain"), -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         int rc = filter_build_one(&fs[i], cfgs[i].name, cfgs[i].label, cfgs[i].config, b, e);
+        if (rc == 0 && (rc = timing_lookup(&fs[i], cfgs[i].name)) < 0) {
+            filter_deinit(&fs[i]);
+            err_set(e, "out of memory building filter `%s`", cfgs[i].name);
+        }
         if (rc < 0) {
             locate(e, &cfgs[i], i);
             for (size_t j = 0; j < i; j++)
@@ -122,8 +204,44 @@ void chain_deinit(struct chain *ch)
     ch->n = 0;
 }
 
+/* The sampled runs: one clock read per filter boundary, observed even when the filter
+ * drops (v0.7.0 stops its timer before looking at the result). */
+static enum verdict read_timed(const struct chain *ch, struct pkt_ctx *c)
+{
+    uint64_t t0 = clock_mono_ns();
+    for (size_t i = 0; i < ch->n; i++) {
+        const struct filter *f = &ch->filters[i];
+        enum verdict v = f->ops->read ? f->ops->read(f, c) : VERDICT_PASS;
+        uint64_t t1 = clock_mono_ns();
+        if (f->read_hist)
+            metric_observe(f->read_hist, c->worker, (double)(t1 - t0) / 1e9);
+        if (v != VERDICT_PASS)
+            return VERDICT_DROP;
+        t0 = t1;
+    }
+    return VERDICT_PASS;
+}
+
+static enum verdict write_timed(const struct chain *ch, struct pkt_ctx *c)
+{
+    uint64_t t0 = clock_mono_ns();
+    for (size_t i = ch->n; i-- > 0;) {
+        const struct filter *f = &ch->filters[i];
+        enum verdict v = f->ops->write ? f->ops->write(f, c) : VERDICT_PASS;
+        uint64_t t1 = clock_mono_ns();
+        if (f->write_hist)
+            metric_observe(f->write_hist, c->worker, (double)(t1 - t0) / 1e9);
+        if (v != VERDICT_PASS)
+            return VERDICT_DROP;
+        t0 = t1;
+    }
+    return VERDICT_PASS;
+}
+
 enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c)
 {
+    if (c->is_sampled)
+        return read_timed(ch, c);
     for (size_t i = 0; i < ch->n; i++) {
         const struct filter *f = &ch->filters[i];
         if (f->ops->read && f->ops->read(f, c) != VERDICT_PASS)
@@ -134,6 +252,8 @@ enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c)
 
 enum verdict chain_write(const struct chain *ch, struct pkt_ctx *c)
 {
+    if (c->is_sampled)
+        return write_timed(ch, c);
     for (size_t i = ch->n; i-- > 0;) {
         const struct filter *f = &ch->filters[i];
         if (f->ops->write && f->ops->write(f, c) != VERDICT_PASS)

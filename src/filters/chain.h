@@ -9,6 +9,8 @@
 
 struct err;
 struct filter_cfg;
+struct metric_counter;
+struct metric_histogram;
 
 /* Embedded in a snapshot. Owns its filters. */
 struct chain {
@@ -31,7 +33,20 @@ void filter_deinit(struct filter *f);
 
 void chain_deinit(struct chain *ch);
 
-/* Runs read (first to last) or write (last to first). Worker only. */
+/* The generic filter metrics (spec filters.md §1.4), for a filter's create(): finds or
+ * creates quilkin_filter_int_counter{event,help,id,label} and quilkin_filter_histogram
+ * {event,help,id,label,shared_metadata_1} in the process-wide registry, so a filter rebuilt
+ * by a reload keeps counting into the same series. NULL when out of memory. Control thread
+ * only. */
+struct metric_counter *filter_int_counter(const char *id, const char *label, const char *help,
+                                          const char *event);
+struct metric_histogram *filter_histogram(const char *id, const char *label, const char *help,
+                                          const char *event, const char *shared_metadata_1,
+                                          const double *bounds, size_t n_bounds);
+
+/* Runs read (first to last) or write (last to first). When c->is_sampled, each top-level
+ * filter's call is timed into its quilkin_filter_{read,write}_duration_seconds series (two
+ * clock reads per filter, so only for sampled packets). Worker only. */
 enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c);
 enum verdict chain_write(const struct chain *ch, struct pkt_ctx *c);
 

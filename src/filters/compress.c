@@ -2,7 +2,9 @@
  * masked CRC-32C) around libsnappy raw blocks, in either direction. Works in the worker's
  * spare buffer and copies the result back; never allocates per packet, never logs. */
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/node.h"
+#include "filters/chain.h"
 #include "filters/filter.h"
 
 #include <errno.h>
@@ -23,16 +25,17 @@ struct compress_args {
     int on_write; /* enum compress_action */
 };
 
-enum { DIR_READ = 0, DIR_WRITE = 1 };
+enum { DIR_READ = 0, DIR_WRITE = 1, N_DIRS = 2 };
 
-/* Per-worker counters (spec §3 metric table; the metrics module exposes them later), indexed
- * by direction; counted only on success. Single writer: worker w. */
-struct compress_worker {
-    uint64_t compressed_bytes[2];   /* compressed_bytes_total{event} */
-    uint64_t decompressed_bytes[2]; /* decompressed_bytes_total{event} */
-    uint8_t pad[32];
-} __attribute__((aligned(64)));
-_Static_assert(sizeof(struct compress_worker) == 64, "one cache line per worker");
+#define COMPRESS_NAME "quilkin.filters.compress.v1alpha1.Compress"
+
+/* Runtime, built by create(): the spec §3 counters (quilkin_filter_int_counter), indexed by
+ * direction and counted only on success. The series belong to the metrics registry, so they
+ * survive a reload that rebuilds this filter; each worker bumps its own shard. */
+struct compress_state {
+    struct metric_counter *compressed[N_DIRS];   /* compressed_bytes_total{event} */
+    struct metric_counter *decompressed[N_DIRS]; /* decompressed_bytes_total{event} */
+};
 
 #define MAX_UDP_PAYLOAD 65507u /* largest IPv4 UDP payload: a bigger result cannot be sent */
 #define MAX_BLOCK 65536u       /* snap's MAX_BLOCK_SIZE: uncompressed bytes per data chunk */
@@ -181,30 +184,43 @@ static int compress_from_yaml(void *args, const struct node *n, struct err *e)
     return get_action(n, "on_write", &a->on_write, e);
 }
 
+static void compress_destroy(struct filter *f)
+{
+    free(f->state); /* the series stay in the registry */
+    f->state = NULL;
+}
+
 static int compress_create(struct filter *f, const struct filter_build *b, struct err *e)
 {
     pthread_once(&crc_once, crc_init);
-    unsigned n = b->n_workers ? b->n_workers : 1;
-    struct compress_worker *w = aligned_alloc(64, n * sizeof(*w));
-    if (!w)
+    struct compress_state *s = calloc(1, sizeof(*s));
+    if (!s)
         return -ENOMEM;
-    memset(w, 0, n * sizeof(*w));
-    f->per_worker = w;
+    f->state = s;
+    static const char *const events[N_DIRS] = {"read", "write"};
+    for (int d = 0; d < N_DIRS; d++) {
+        s->compressed[d] = filter_int_counter(
+            COMPRESS_NAME, "compressed_bytes_total",
+            "Total number of compressed bytes either received or sent.", events[d]);
+        s->decompressed[d] = filter_int_counter(
+            COMPRESS_NAME, "decompressed_bytes_total",
+            "Total number of decompressed bytes either received or sent.", events[d]);
+        if (!s->compressed[d] || !s->decompressed[d]) {
+            compress_destroy(f);
+            return -ENOMEM;
+        }
+    }
     return 0;
-}
-
-static void compress_destroy(struct filter *f)
-{
-    free(f->per_worker);
-    f->per_worker = NULL;
 }
 
 /* ---- the codec ----------------------------------------------------------------------------- */
 
-/* Single-writer counter bump: a relaxed load and store, no locked add (STYLE.md §3). */
-static void bump(uint64_t *slot, uint64_t n)
+/* Counts one successful run: `packed` framed bytes and `plain` raw bytes (spec §3 table). */
+static void count(const struct compress_state *s, const struct pkt_ctx *c, int dir, uint64_t packed,
+                  uint64_t plain)
 {
-    __atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+    metric_add(s->compressed[dir], c->worker, packed);
+    metric_add(s->decompressed[dir], c->worker, plain);
 }
 
 static enum verdict drop(struct pkt_ctx *c, const char *reason)
@@ -215,7 +231,7 @@ static enum verdict drop(struct pkt_ctx *c, const char *reason)
 
 /* Frames in[0..n) into c->spare: the stream identifier, then one data chunk per 64 KiB,
  * each compressed only when that saves more than an eighth (as snap does). Empty -> empty. */
-static enum verdict compress_pkt(struct pkt_ctx *c, struct compress_worker *w, int dir)
+static enum verdict compress_pkt(struct pkt_ctx *c, const struct compress_state *s, int dir)
 {
     const uint8_t *in = pkt_data(&c->pkt);
     uint32_t n = c->pkt.len;
@@ -249,8 +265,7 @@ static enum verdict compress_pkt(struct pkt_ctx *c, struct compress_worker *w, i
         return drop(c, MSG_TOO_BIG_IN);
     if (!pkt_set(&c->pkt, out, (uint32_t)used))
         return drop(c, MSG_NO_ROOM);
-    bump(&w->compressed_bytes[dir], used);
-    bump(&w->decompressed_bytes[dir], n);
+    count(s, c, dir, used, n);
     return VERDICT_PASS;
 }
 
@@ -258,7 +273,7 @@ static enum verdict compress_pkt(struct pkt_ctx *c, struct compress_worker *w, i
  * first failing check, hence the message, is the same): the first chunk must be a stream
  * identifier; identifiers may repeat; 0xfe and 0x80-0xfd are skipped; 0x02-0x7f fail; every
  * data chunk's CRC is checked. Empty input -> empty output. */
-static enum verdict decompress_pkt(struct pkt_ctx *c, struct compress_worker *w, int dir)
+static enum verdict decompress_pkt(struct pkt_ctx *c, const struct compress_state *s, int dir)
 {
     const uint8_t *in = pkt_data(&c->pkt);
     const uint32_t n = c->pkt.len;
@@ -334,19 +349,18 @@ static enum verdict decompress_pkt(struct pkt_ctx *c, struct compress_worker *w,
     }
     if (!pkt_set(&c->pkt, out, (uint32_t)used))
         return drop(c, MSG_TOO_BIG_OUT);
-    bump(&w->compressed_bytes[dir], n);
-    bump(&w->decompressed_bytes[dir], used);
+    count(s, c, dir, n, used);
     return VERDICT_PASS;
 }
 
 static enum verdict run(const struct filter *f, struct pkt_ctx *c, int action, int dir)
 {
-    struct compress_worker *w = &((struct compress_worker *)f->per_worker)[c->worker];
+    const struct compress_state *s = f->state;
     switch (action) {
     case ACTION_COMPRESS:
-        return compress_pkt(c, w, dir);
+        return compress_pkt(c, s, dir);
     case ACTION_DECOMPRESS:
-        return decompress_pkt(c, w, dir);
+        return decompress_pkt(c, s, dir);
     default:
         return VERDICT_PASS;
     }
@@ -363,7 +377,7 @@ static enum verdict compress_write(const struct filter *f, struct pkt_ctx *c)
 }
 
 const struct filter_ops compress_filter = {
-    .name = "quilkin.filters.compress.v1alpha1.Compress",
+    .name = COMPRESS_NAME,
     .args_size = sizeof(struct compress_args),
     .need = CFG_REQUIRED,
     .from_yaml = compress_from_yaml,

@@ -14,6 +14,7 @@
 #include <string.h>
 
 struct err;
+struct metric_histogram;
 struct token_index;
 struct node;
 struct endpoint_cfg;
@@ -124,6 +125,9 @@ struct pkt_ctx {
     uint64_t now_ns;       /* CLOCK_MONOTONIC, read once per batch */
     uint64_t now_unix_ns;  /* wall clock, read once per batch */
     const char *drop_reason; /* static string set with VERDICT_DROP */
+    bool is_sampled; /* time each top-level filter's call into its duration histogram (the
+                        worker sets it for 1 packet in 64: two clock reads per filter is too
+                        dear for every packet); filters ignore it */
 };
 
 /* What a filter's create() may use while a snapshot is built (control thread only). */
@@ -163,6 +167,10 @@ struct filter {
     void *state;      /* owned by the filter, shared read-only by workers */
     void *per_worker; /* owned by the filter; slot w touched only by worker w */
     char *label;      /* owned copy of the config label, or NULL */
+    /* quilkin_filter_{read,write}_duration_seconds{filter=NAME}: borrowed from the metrics
+     * registry (outlives the filter); set by chain_build for top-level entries only, NULL
+     * for Match's children (spec admin.md §4.4 times the top-level chain) */
+    struct metric_histogram *read_hist, *write_hist;
 };
 
 #endif

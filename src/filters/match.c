@@ -3,6 +3,7 @@
  * and fallthrough filters are full filter instances built through the chain code, so any
  * registered filter nests, Match included. */
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/node.h"
 #include "filters/chain.h"
 #include "filters/filter.h"
@@ -54,18 +55,14 @@ struct match_dir {
     size_t n_branches;
 };
 
+/* The counters (spec §10, quilkin_filter_int_counter) are registry series shared by every
+ * Match of every snapshot, so a reload keeps counting. v0.7.0 labels both event="read"
+ * whatever the direction, so they are not split by direction. */
 struct match_state {
     struct match_dir dir[N_DIRS];
+    struct metric_counter *packets_matched;     /* packets_matched_total */
+    struct metric_counter *packets_fallthrough; /* packets_fallthrough_total */
 };
-
-/* Per-worker counters (spec §10; exposed later by the metrics module). v0.7.0 labels both
- * event="read" whatever the direction, so they are not split by direction. Single writer. */
-struct match_worker {
-    uint64_t packets_matched;     /* packets_matched_total */
-    uint64_t packets_fallthrough; /* packets_fallthrough_total */
-    uint8_t pad[48];
-} __attribute__((aligned(64)));
-_Static_assert(sizeof(struct match_worker) == 64, "one cache line per worker");
 
 /* ---- config -------------------------------------------------------------------------------- */
 
@@ -269,9 +266,7 @@ static void match_destroy(struct filter *f)
         for (int d = 0; d < N_DIRS; d++)
             dir_deinit(&s->dir[d]);
     free(s);
-    free(f->per_worker);
     f->state = NULL;
-    f->per_worker = NULL;
 }
 
 static int dir_create(struct match_dir *d, const struct match_dir_args *da, const char *path,
@@ -316,15 +311,19 @@ static int match_create(struct filter *f, const struct filter_build *b, struct e
     if (!a->dir[DIR_READ].is_present && !a->dir[DIR_WRITE].is_present)
         return err_set(e, "filter `%s` requires configuration, but none provided", MATCH_NAME);
     struct match_state *s = calloc(1, sizeof(*s));
-    unsigned n = b->n_workers ? b->n_workers : 1;
-    struct match_worker *w = aligned_alloc(64, n * sizeof(*w));
     f->state = s;
-    f->per_worker = w;
-    if (!s || !w) {
+    if (s) {
+        s->packets_matched = filter_int_counter(
+            MATCH_NAME, "packets_matched_total",
+            "Total number of packets where the dynamic metadata matches a branch value", "read");
+        s->packets_fallthrough = filter_int_counter(
+            MATCH_NAME, "packets_fallthrough_total",
+            "Total number of packets that are processed by the fallthrough configuration", "read");
+    }
+    if (!s || !s->packets_matched || !s->packets_fallthrough) {
         match_destroy(f);
         return err_set(e, "out of memory"), -ENOMEM;
     }
-    memset(w, 0, n * sizeof(*w));
     static const char *const paths[] = {"on_read", "on_write"};
     for (int d = 0; d < N_DIRS; d++) {
         const struct match_dir_args *da = &a->dir[d];
@@ -337,12 +336,6 @@ static int match_create(struct filter *f, const struct filter_build *b, struct e
         }
     }
     return 0;
-}
-
-/* Single-writer counter bump: a relaxed load and store, no locked add (STYLE.md §3). */
-static void bump(uint64_t *slot)
-{
-    __atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
 static enum verdict run(const struct filter *f, struct pkt_ctx *c, int dir)
@@ -358,16 +351,15 @@ static enum verdict run(const struct filter *f, struct pkt_ctx *c, int dir)
     }
     const struct match_args *a = f->args;
     const struct match_branch *br = a->dir[dir].branches;
-    struct match_worker *w = &((struct match_worker *)f->per_worker)[c->worker];
     const struct filter *target = &d->filters[d->n_branches];
     size_t i = 0;
     while (i < d->n_branches && !md_value_eq(&br[i].value, v))
         i++;
     if (i < d->n_branches) {
         target = &d->filters[i];
-        bump(&w->packets_matched);
+        metric_add(s->packets_matched, c->worker, 1);
     } else {
-        bump(&w->packets_fallthrough);
+        metric_add(s->packets_fallthrough, c->worker, 1);
     }
     enum verdict (*op)(const struct filter *, struct pkt_ctx *) =
         dir == DIR_READ ? target->ops->read : target->ops->write;

@@ -1,8 +1,10 @@
 /* Timestamp (spec filters.md §12): reads a Unix time in seconds from metadata (a Number, or
- * 8 big-endian bytes) and observes the packet's age into a per-worker histogram. Never
- * modifies or drops a packet; never logs per packet. */
+ * 8 big-endian bytes) and observes the packet's age into a quilkin_filter_histogram series
+ * (the worker's shard). Never modifies or drops a packet; never logs per packet. */
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/node.h"
+#include "filters/chain.h"
 #include "filters/filter.h"
 
 #include <errno.h>
@@ -16,30 +18,20 @@ struct timestamp_args {
     char *key; /* owned metadataKey */
 };
 
-/* Runtime, read-only after create(). */
+#define TIMESTAMP_NAME "quilkin.filters.timestamp.v1alpha1.Timestamp"
+
+/* Runtime, read-only after create(). The histograms are registry series
+ * quilkin_filter_histogram{label="duration", event=<dir>, shared_metadata_1=<key>}, one per
+ * direction, shared with every Timestamp on the same key and kept across reloads. */
 struct timestamp_state {
     uint32_t key; /* interned metadataKey */
+    struct metric_histogram *age[N_DIRS];
 };
 
 /* Prometheus' default buckets (upper bounds, seconds); observations above the last go to
  * the +Inf bucket. */
 static const double bucket_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define N_BOUNDS (sizeof(bucket_bounds) / sizeof(bucket_bounds[0]))
-
-/* quilkin_filter_histogram{label="duration", event=<dir>, shared_metadata_1=<key>}: one per
- * direction, per worker (exposed later by the metrics module). Buckets are not cumulative
- * here: bucket[i] counts observations in (bound[i-1], bound[i]], bucket[N_BOUNDS] the +Inf
- * rest; the exporter sums them. Single writer: worker w. */
-struct timestamp_hist {
-    uint64_t bucket[N_BOUNDS + 1];
-    uint64_t count;
-    double sum;
-};
-
-struct timestamp_worker {
-    struct timestamp_hist dir[N_DIRS];
-} __attribute__((aligned(64)));
-_Static_assert(sizeof(struct timestamp_worker) % 64 == 0, "whole cache lines per worker");
 
 /* The Unix seconds chrono 0.4 (v0.7.0) can turn into a NaiveDateTime: years -262144 to
  * 262143 (spec §12 step 2: "about ±262 000 years"). */
@@ -71,10 +63,8 @@ static void timestamp_args_free(void *args)
 
 static void timestamp_destroy(struct filter *f)
 {
-    free(f->state);
-    free(f->per_worker);
+    free(f->state); /* the series stay in the registry */
     f->state = NULL;
-    f->per_worker = NULL;
 }
 
 static int timestamp_create(struct filter *f, const struct filter_build *b, struct err *e)
@@ -84,36 +74,22 @@ static int timestamp_create(struct filter *f, const struct filter_build *b, stru
     if (id < 0)
         return err_set(e, "out of memory interning `%s`", a->key), -ENOMEM;
     struct timestamp_state *s = calloc(1, sizeof(*s));
-    unsigned n = b->n_workers ? b->n_workers : 1;
-    struct timestamp_worker *w = aligned_alloc(64, n * sizeof(*w));
     f->state = s;
-    f->per_worker = w;
-    if (!s || !w) {
+    static const char *const events[N_DIRS] = {"read", "write"};
+    for (int d = 0; s && d < N_DIRS; d++) {
+        s->age[d] = filter_histogram(
+            TIMESTAMP_NAME, "duration",
+            "duration in seconds of time since the timestamp in metadata compared to now",
+            events[d], a->key, bucket_bounds, N_BOUNDS);
+        if (!s->age[d])
+            break;
+    }
+    if (!s || !s->age[DIR_READ] || !s->age[DIR_WRITE]) {
         timestamp_destroy(f);
         return err_set(e, "out of memory"), -ENOMEM;
     }
-    memset(w, 0, n * sizeof(*w));
     s->key = (uint32_t)id;
     return 0;
-}
-
-/* Single-writer updates: relaxed loads and stores, no locked add (STYLE.md §3). */
-static void bump(uint64_t *slot)
-{
-    __atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-}
-
-static void observe(struct timestamp_hist *h, double v)
-{
-    size_t i = 0;
-    while (i < N_BOUNDS && v > bucket_bounds[i])
-        i++;
-    bump(&h->bucket[i]);
-    bump(&h->count);
-    double sum;
-    __atomic_load(&h->sum, &sum, __ATOMIC_RELAXED);
-    sum += v;
-    __atomic_store(&h->sum, &sum, __ATOMIC_RELAXED);
 }
 
 static void run(const struct filter *f, struct pkt_ctx *c, int dir)
@@ -142,8 +118,7 @@ static void run(const struct filter *f, struct pkt_ctx *c, int dir)
     int64_t age = now_s - t;
     if (age < 0 && now_frac > 0)
         age++;
-    struct timestamp_worker *w = &((struct timestamp_worker *)f->per_worker)[c->worker];
-    observe(&w->dir[dir], (double)age);
+    metric_observe(s->age[dir], c->worker, (double)age);
 }
 
 static enum verdict timestamp_read(const struct filter *f, struct pkt_ctx *c)
@@ -159,7 +134,7 @@ static enum verdict timestamp_write(const struct filter *f, struct pkt_ctx *c)
 }
 
 const struct filter_ops timestamp_filter = {
-    .name = "quilkin.filters.timestamp.v1alpha1.Timestamp",
+    .name = TIMESTAMP_NAME,
     .args_size = sizeof(struct timestamp_args),
     .need = CFG_REQUIRED,
     .from_yaml = timestamp_from_yaml,

@@ -8,10 +8,12 @@
 #include <cmocka.h>
 
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/config.h"
 #include "filters/chain.h"
 #include "filters/registry.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static char trace[64];
@@ -198,6 +200,85 @@ static void test_build_rejections(void **state)
     keytab_deinit(&keys);
 }
 
+static uint64_t timed(const char *dir, const char *name)
+{
+    char metric[64], labels[128];
+    snprintf(metric, sizeof(metric), "quilkin_filter_%s_duration_seconds", dir);
+    snprintf(labels, sizeof(labels), "filter=\"%s\"", name);
+    struct metric_histogram *h = metrics_find_histogram(metric, labels);
+    assert_non_null(h);
+    assert_int_equal(h->n_bounds, 11); /* spec admin.md §4.4 */
+    assert_true(h->bounds[0] == 0.000125 && h->bounds[10] == 1.1920928955078125);
+    uint64_t counts[12];
+    return metric_histogram_read(h, counts, NULL);
+}
+
+#define PASS "quilkin.filters.pass.v1alpha1.Pass"
+#define DROP "quilkin.filters.drop.v1alpha1.Drop"
+#define DEBUG "quilkin.filters.debug.v1alpha1.Debug"
+
+/* Sampled packets time every top-level filter (entries with one name share a series, a
+ * dropping filter is still timed); the others cost no clock read and are not counted. */
+static void test_sampled_timing(void **state)
+{
+    (void)state;
+    metrics_reset_for_tests(); /* earlier tests made one-shard series; worker 1 needs two */
+    metrics_init(2);
+    struct chain ch;
+    struct keytab keys = {0};
+    struct err e;
+    assert_int_equal(build_from_yaml("filters:\n"
+                                     "  - name: " PASS "\n"
+                                     "  - name: " DEBUG "\n"
+                                     "  - name: " PASS "\n",
+                                     &ch, &keys, &e),
+                     0);
+    uint8_t buf[64] = "hello";
+    struct pkt_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.pkt.buf = buf;
+    c.pkt.len = 5;
+    c.pkt.cap = sizeof(buf);
+    c.worker = 1;
+    assert_int_equal(chain_read(&ch, &c), VERDICT_PASS);
+    assert_int_equal(chain_write(&ch, &c), VERDICT_PASS);
+    assert_int_equal(timed("read", PASS), 0);
+    assert_int_equal(timed("write", DEBUG), 0);
+    c.is_sampled = true;
+    assert_int_equal(chain_read(&ch, &c), VERDICT_PASS);
+    assert_int_equal(timed("read", PASS), 2);
+    assert_int_equal(timed("read", DEBUG), 1);
+    assert_int_equal(timed("write", PASS), 0);
+    assert_int_equal(chain_write(&ch, &c), VERDICT_PASS);
+    assert_int_equal(timed("write", PASS), 2);
+    assert_int_equal(timed("write", DEBUG), 1);
+    chain_deinit(&ch);
+
+    /* a rebuilt chain finds the same series; the dropping filter is timed, later ones not */
+    assert_int_equal(build_from_yaml("filters:\n"
+                                     "  - name: " PASS "\n"
+                                     "  - name: " DROP "\n"
+                                     "  - name: " DEBUG "\n",
+                                     &ch, &keys, &e),
+                     0);
+    assert_int_equal(chain_read(&ch, &c), VERDICT_DROP);
+    assert_int_equal(timed("read", PASS), 3);
+    assert_int_equal(timed("read", DROP), 1);
+    assert_int_equal(timed("read", DEBUG), 1);
+    chain_deinit(&ch);
+    keytab_deinit(&keys);
+
+    /* hand-made chains without series still run when sampled */
+    struct filter fs[1];
+    const char *tags[] = {"a"};
+    make_chain(&ch, fs, tags, 1);
+    trace_len = 0;
+    assert_int_equal(chain_read(&ch, &c), VERDICT_PASS);
+    assert_int_equal(chain_write(&ch, &c), VERDICT_PASS);
+    assert_string_equal(trace, "rawa");
+    metrics_reset_for_tests();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_registry_names),
         cmocka_unit_test(test_build_pass_drop_debug),
         cmocka_unit_test(test_build_rejections),
+        cmocka_unit_test(test_sampled_timing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 
 #include "base/arena.h"
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/node.h"
 #include "filters/chain.h"
 #include "filters/filter.h"
@@ -22,12 +23,11 @@
 #define BUF_CAP (512 + 65536 + 16384) /* the worker's packet and spare buffer size */
 #define MAX_UDP 65507
 
-/* Mirrors the per-worker counter slot of compress.c (exposed later by the metrics module). */
-struct counters {
-    uint64_t compressed_bytes[2];
-    uint64_t decompressed_bytes[2];
-    uint8_t pad[32];
-};
+/* The spec §3 series as compress.c registers them (labels in name order). */
+#define SERIES(label, help, event)                                                                 \
+    "event=\"" event "\",help=\"" help "\",id=\"" NAME "\",label=\"" label "\""
+#define HELP_C "Total number of compressed bytes either received or sent."
+#define HELP_D "Total number of decompressed bytes either received or sent."
 
 struct env {
     struct filter f;
@@ -61,6 +61,7 @@ static int setup(void **state)
     assert_non_null(t->buf);
     assert_non_null(t->spare);
     assert_int_equal(arena_init(&t->scratch, 64 * 1024), 0);
+    metrics_init(2);
     *state = t;
     return 0;
 }
@@ -74,6 +75,7 @@ static int teardown(void **state)
     free(t->buf);
     free(t->spare);
     free(t);
+    metrics_reset_for_tests(); /* after the filter: nothing holds a series any more */
     return 0;
 }
 
@@ -114,9 +116,20 @@ static void assert_pkt(struct env *t, const void *want, size_t len)
         assert_memory_equal(pkt_data(&t->c.pkt), want, len);
 }
 
-static const struct counters *counters(struct env *t, unsigned w)
+/* compressed_bytes_total (packed) or decompressed_bytes_total for event dir (0 read, 1
+ * write), on worker w's shard; the series must exist once a Compress was built. */
+static uint64_t counted(bool packed, int dir, unsigned w)
 {
-    return &((const struct counters *)t->f.per_worker)[w];
+    static const char *const series[2][2] = {
+        {SERIES("decompressed_bytes_total", HELP_D, "read"),
+         SERIES("decompressed_bytes_total", HELP_D, "write")},
+        {SERIES("compressed_bytes_total", HELP_C, "read"),
+         SERIES("compressed_bytes_total", HELP_C, "write")},
+    };
+    struct metric_counter *c =
+        metrics_find_counter("quilkin_filter_int_counter", series[packed][dir]);
+    assert_non_null(c);
+    return metric_counter_shard(c, w);
 }
 
 /* Independent bitwise CRC-32C for building test streams. */
@@ -215,14 +228,29 @@ static void test_vectors_encode(void **state)
     assert_pkt(t, want, sizeof(want));
 
     /* counters: COMPRESS adds output to compressed, input to decompressed (read = 0) */
-    assert_int_equal(counters(t, 1)->compressed_bytes[0], sizeof(HELLO_FRAMED) + sizeof(want));
-    assert_int_equal(counters(t, 1)->decompressed_bytes[0], 5 + 16);
-    assert_int_equal(counters(t, 1)->compressed_bytes[1], 0);
-    assert_int_equal(counters(t, 0)->compressed_bytes[0], 0);
+    assert_int_equal(counted(true, 0, 1), sizeof(HELLO_FRAMED) + sizeof(want));
+    assert_int_equal(counted(false, 0, 1), 5 + 16);
+    assert_int_equal(counted(true, 1, 1), 0);
+    assert_int_equal(counted(true, 0, 0), 0);
 
     /* write is DO_NOTHING */
     assert_int_equal(wr(t, "hello", 5), VERDICT_PASS);
     assert_pkt(t, "hello", 5);
+}
+
+/* A reload rebuilds the filter: its counters are registry series and keep counting. */
+static void test_counters_survive_rebuild(void **state)
+{
+    struct env *t = *state;
+    struct err e;
+    for (uint64_t round = 1; round <= 3; round++) {
+        filter_deinit(&t->f);
+        assert_int_equal(build(t, "{on_read: COMPRESS, on_write: DECOMPRESS}", &e), 0);
+        assert_int_equal(rd(t, "hello", 5), VERDICT_PASS);
+        assert_int_equal(counted(true, 0, 1), round * sizeof(HELLO_FRAMED));
+        assert_int_equal(counted(false, 0, 1), round * 5);
+        assert_int_equal(counted(true, 1, 1), 0);
+    }
 }
 
 static void test_vectors_decode(void **state)
@@ -235,9 +263,8 @@ static void test_vectors_decode(void **state)
     assert_pkt(t, "hello", 5);
     assert_int_equal(wr(t, A16_COMPRESSED, sizeof(A16_COMPRESSED)), VERDICT_PASS);
     assert_pkt(t, "aaaaaaaaaaaaaaaa", 16);
-    assert_int_equal(counters(t, 1)->compressed_bytes[1],
-                     sizeof(HELLO_FRAMED) + sizeof(A16_COMPRESSED));
-    assert_int_equal(counters(t, 1)->decompressed_bytes[1], 5 + 16);
+    assert_int_equal(counted(true, 1, 1), sizeof(HELLO_FRAMED) + sizeof(A16_COMPRESSED));
+    assert_int_equal(counted(false, 1, 1), 5 + 16);
 
     assert_int_equal(wr(t, "", 0), VERDICT_PASS);
     assert_pkt(t, "", 0);
@@ -476,8 +503,8 @@ static void test_decoder_errors(void **state)
     assert_non_null(strstr(t->c.drop_reason, "snappy: corrupt input"));
 
     /* only the two identifier-only streams (10 bytes each) counted; failures never do */
-    assert_int_equal(counters(t, 1)->decompressed_bytes[0], 0);
-    assert_int_equal(counters(t, 1)->compressed_bytes[0], 20);
+    assert_int_equal(counted(false, 0, 1), 0);
+    assert_int_equal(counted(true, 0, 1), 20);
 }
 
 /* Decompressed data larger than a datagram is dropped, not overflowed. */
@@ -546,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vectors_encode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vectors_decode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_counters_survive_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compressed_choice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decoder_accepts_all_shapes, setup, teardown),

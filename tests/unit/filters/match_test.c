@@ -10,6 +10,7 @@
 
 #include "base/arena.h"
 #include "base/err.h"
+#include "base/metrics.h"
 #include "config/config.h"
 #include "filters/chain.h"
 #include "filters/filter.h"
@@ -23,12 +24,13 @@
 #define HEADROOM 512
 #define BUF_CAP (512 + 65536 + 16384)
 
-/* Mirrors match.c's per-worker counter slot (exposed later by the metrics module). */
-struct counters {
-    uint64_t packets_matched;
-    uint64_t packets_fallthrough;
-    uint8_t pad[48];
-};
+/* The spec §10 series as match.c registers them (labels in name order, event always read). */
+#define MATCHED                                                                                    \
+    "event=\"read\",help=\"Total number of packets where the dynamic metadata matches a "          \
+    "branch value\",id=\"" MATCH "\",label=\"packets_matched_total\""
+#define FALLTHROUGH                                                                                \
+    "event=\"read\",help=\"Total number of packets that are processed by the fallthrough "         \
+    "configuration\",id=\"" MATCH "\",label=\"packets_fallthrough_total\""
 
 struct env {
     struct chain ch;
@@ -43,6 +45,7 @@ static int setup(void **state)
     struct env *t = calloc(1, sizeof(*t));
     assert_non_null(t);
     assert_int_equal(arena_init(&t->scratch, 64 * 1024), 0);
+    metrics_init(2);
     *state = t;
     return 0;
 }
@@ -54,6 +57,7 @@ static int teardown(void **state)
     keytab_deinit(&t->keys);
     arena_deinit(&t->scratch);
     free(t);
+    metrics_reset_for_tests(); /* after the chain: nothing holds a series any more */
     return 0;
 }
 
@@ -118,9 +122,12 @@ static void assert_pkt(struct env *t, const char *want)
     assert_memory_equal(pkt_data(&t->c.pkt), want, strlen(want));
 }
 
-static const struct counters *counters(struct env *t, unsigned w)
+/* Worker w's shard of a Match counter (the series exist once a Match was built). */
+static uint64_t counted(const char *labels, unsigned w)
 {
-    return &((const struct counters *)t->ch.filters[0].per_worker)[w];
+    struct metric_counter *c = metrics_find_counter("quilkin_filter_int_counter", labels);
+    assert_non_null(c);
+    return metric_counter_shard(c, w);
 }
 
 /* ---- config ------------------------------------------------------------------------------ */
@@ -318,9 +325,9 @@ static void test_branch_values(void **state)
     assert_int_equal(f->ops->read(f, &t->c), VERDICT_PASS);
     assert_pkt(t, "pF");
 
-    assert_int_equal(counters(t, 1)->packets_matched, 6);
-    assert_int_equal(counters(t, 1)->packets_fallthrough, 5);
-    assert_int_equal(counters(t, 0)->packets_matched, 0);
+    assert_int_equal(counted(MATCHED, 1), 6);
+    assert_int_equal(counted(FALLTHROUGH, 1), 5);
+    assert_int_equal(counted(MATCHED, 0), 0);
 }
 
 static void test_missing_key_and_default_fallthrough(void **state)
@@ -358,8 +365,33 @@ static void test_missing_key_and_default_fallthrough(void **state)
     load(t, "p");
     assert_int_equal(f->ops->write(f, &t->c), VERDICT_PASS);
     assert_pkt(t, "p");
-    assert_int_equal(counters(t, 1)->packets_matched, 1);
-    assert_int_equal(counters(t, 1)->packets_fallthrough, 1);
+    assert_int_equal(counted(MATCHED, 1), 1);
+    assert_int_equal(counted(FALLTHROUGH, 1), 1);
+}
+
+/* A reload rebuilds the chain: the counters are registry series, so they keep counting
+ * instead of starting again at zero (Prometheus counters never go backwards). */
+static void test_counters_survive_rebuild(void **state)
+{
+    struct env *t = *state;
+    struct err e;
+    static const char body[] = "      on_read:\n"
+                               "        metadataKey: k\n"
+                               "        branches:\n"
+                               "          - {value: 1, name: quilkin.filters.pass.v1alpha1.Pass}\n"
+                               "        fallthrough: {name: quilkin.filters.pass.v1alpha1.Pass}\n";
+    for (int round = 1; round <= 3; round++) {
+        assert_int_equal(build_match(t, body, &e), 0); /* frees the previous chain */
+        const struct filter *f = &t->ch.filters[0];
+        load(t, "p");
+        set_md(t, "k", (struct md_value){.kind = MD_NUMBER, .u.n = 1});
+        assert_int_equal(f->ops->read(f, &t->c), VERDICT_PASS);
+        load(t, "p");
+        set_md(t, "k", (struct md_value){.kind = MD_NUMBER, .u.n = 2});
+        assert_int_equal(f->ops->read(f, &t->c), VERDICT_PASS);
+        assert_int_equal(counted(MATCHED, 1), (uint64_t)round);
+        assert_int_equal(counted(FALLTHROUGH, 1), (uint64_t)round);
+    }
 }
 
 static void test_write_direction(void **state)
@@ -393,8 +425,8 @@ static void test_write_direction(void **state)
     assert_int_equal(f->ops->write(f, &t->c), VERDICT_DROP);
     assert_string_equal(t->c.drop_reason, "no metadata found for w");
     /* v0.7.0 counts write-side matches under the same counters */
-    assert_int_equal(counters(t, 1)->packets_matched, 1);
-    assert_int_equal(counters(t, 1)->packets_fallthrough, 1);
+    assert_int_equal(counted(MATCHED, 1), 1);
+    assert_int_equal(counted(FALLTHROUGH, 1), 1);
 }
 
 static void test_nested_match(void **state)
@@ -491,6 +523,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_branch_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_key_and_default_fallthrough, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_direction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_counters_survive_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nested_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spec_match_rs, setup, teardown),
     };
