@@ -105,6 +105,11 @@ struct config *config_clone(const struct config *c);
  * partial data: free it as part of its config). */
 int config_clone_endpoint(const struct endpoint_cfg *src, struct endpoint_cfg *dst);
 
+/* Frees what an endpoint / a group owns and zeroes it (for code that builds groups outside
+ * a config, e.g. xDS decoders). */
+void config_endpoint_deinit(struct endpoint_cfg *ep);
+void config_group_deinit(struct cluster_group *g);
+
 /* Frees c and everything it owns. NULL is a no-op. */
 void config_destroy(struct config *c);
 

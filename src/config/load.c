@@ -171,7 +171,7 @@ static int get_text(struct ctx *c, const struct node *n, const char **out)
 
 /* ---- ownership ---------------------------------------------------------------------------- */
 
-static void endpoint_deinit(struct endpoint_cfg *ep)
+void config_endpoint_deinit(struct endpoint_cfg *ep)
 {
     free(ep->host);
     for (size_t i = 0; i < ep->n_tokens; i++)
@@ -181,13 +181,13 @@ static void endpoint_deinit(struct endpoint_cfg *ep)
     memset(ep, 0, sizeof(*ep));
 }
 
-static void group_deinit(struct cluster_group *g)
+void config_group_deinit(struct cluster_group *g)
 {
     free(g->locality.region);
     free(g->locality.zone);
     free(g->locality.sub_zone);
     for (size_t i = 0; i < g->n_endpoints; i++)
-        endpoint_deinit(&g->endpoints[i]);
+        config_endpoint_deinit(&g->endpoints[i]);
     free(g->endpoints);
     memset(g, 0, sizeof(*g));
 }
@@ -199,7 +199,7 @@ void config_destroy(struct config *c)
     free(c->id);
     free(c->source);
     for (size_t i = 0; i < c->n_groups; i++)
-        group_deinit(&c->groups[i]);
+        config_group_deinit(&c->groups[i]);
     free(c->groups);
     for (size_t i = 0; i < c->n_filters; i++) {
         free(c->filters[i].name);
@@ -573,7 +573,7 @@ int config_group_normalize(struct cluster_group *g)
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (kept && endpoint_cmp(&g->endpoints[kept - 1], &slots[i].ep) == 0) {
-            endpoint_deinit(&slots[i].ep);
+            config_endpoint_deinit(&slots[i].ep);
             continue;
         }
         g->endpoints[kept++] = slots[i].ep;
@@ -691,7 +691,7 @@ static int decode_group(struct ctx *c, const struct node *item, struct group_lis
     gl->n++;
     return 0;
 fail:
-    group_deinit(g);
+    config_group_deinit(g);
     return rc;
 }
 
@@ -755,7 +755,7 @@ static int decode_clusters(struct ctx *c, const struct node *n, struct config *c
     return 0;
 fail:
     for (size_t i = 0; i < gl.n; i++)
-        group_deinit(&gl.v[i]);
+        config_group_deinit(&gl.v[i]);
     free(gl.v);
     return rc;
 }
@@ -1067,14 +1067,14 @@ int config_set_unlocated(struct config *c, const struct addr *to, size_t n_to)
         g->locality.zone = strdup("");
         g->locality.sub_zone = strdup("");
         if (!g->locality.region || !g->locality.zone || !g->locality.sub_zone) {
-            group_deinit(g);
+            config_group_deinit(g);
             free(eps);
             return -ENOMEM;
         }
         c->n_groups++;
     } else {
         for (size_t i = 0; i < g->n_endpoints; i++)
-            endpoint_deinit(&g->endpoints[i]);
+            config_endpoint_deinit(&g->endpoints[i]);
         free(g->endpoints);
     }
     g->endpoints = eps;

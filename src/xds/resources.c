@@ -37,27 +37,10 @@ static int oom(struct err *e)
     return -ENOMEM;
 }
 
-static void endpoint_deinit(struct endpoint_cfg *ep)
-{
-    free(ep->host);
-    for (size_t i = 0; i < ep->n_tokens; i++)
-        free(ep->tokens[i].bytes);
-    free(ep->tokens);
-    node_free(ep->owned_metadata);
-    memset(ep, 0, sizeof(*ep));
-}
-
 void xds_group_free(struct cluster_group *g)
 {
-    if (!g)
-        return;
-    free(g->locality.region);
-    free(g->locality.zone);
-    free(g->locality.sub_zone);
-    for (size_t i = 0; i < g->n_endpoints; i++)
-        endpoint_deinit(&g->endpoints[i]);
-    free(g->endpoints);
-    memset(g, 0, sizeof(*g));
+    if (g)
+        config_group_deinit(g);
 }
 
 /* ---- discovery messages (spec xds.md §4.1) ------------------------------------------------ */
@@ -430,7 +413,7 @@ static struct endpoint_cfg *ep_list_add(struct ep_list *l)
 static void ep_list_free(struct ep_list *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        endpoint_deinit(&l->eps[i]);
+        config_endpoint_deinit(&l->eps[i]);
     free(l->eps);
     memset(l, 0, sizeof(*l));
 }
@@ -770,7 +753,7 @@ int xds_apply_clusters(struct config *c, struct cluster_group *groups, size_t n)
             /* Replace the endpoint set, keep the group (and its place in the list). */
             struct cluster_group *dst = &c->groups[j];
             for (size_t k = 0; k < dst->n_endpoints; k++)
-                endpoint_deinit(&dst->endpoints[k]);
+                config_endpoint_deinit(&dst->endpoints[k]);
             free(dst->endpoints);
             dst->endpoints = src->endpoints;
             dst->n_endpoints = src->n_endpoints;
