@@ -72,24 +72,25 @@ static char *endpoint_yaml(const char *address_value)
     return buf;
 }
 
-static void check_v4(const struct endpoint_cfg *ep, const char *ip, uint16_t port)
+/* An IP endpoint (no host name) of the given family, address and port. */
+static void check_ip(const struct endpoint_cfg *ep, int family, const char *ip, uint16_t port)
 {
     struct addr want;
     assert_int_equal(addr_parse_ip(ip, &want), 0);
     want.port = port;
     assert_null(ep->host);
-    assert_int_equal(ep->addr.family, AF_INET);
+    assert_int_equal(ep->addr.family, family);
     assert_true(addr_eq(&ep->addr, &want));
+}
+
+static void check_v4(const struct endpoint_cfg *ep, const char *ip, uint16_t port)
+{
+    check_ip(ep, AF_INET, ip, port);
 }
 
 static void check_v6(const struct endpoint_cfg *ep, const char *ip, uint16_t port)
 {
-    struct addr want;
-    assert_int_equal(addr_parse_ip(ip, &want), 0);
-    want.port = port;
-    assert_null(ep->host);
-    assert_int_equal(ep->addr.family, AF_INET6);
-    assert_true(addr_eq(&ep->addr, &want));
+    check_ip(ep, AF_INET6, ip, port);
 }
 
 static void check_name(const struct endpoint_cfg *ep, const char *host, uint16_t port)
@@ -138,27 +139,22 @@ static void top_level_defaults_and_id(void **state)
     struct config *c = ok("version: v1alpha1\n");
     assert_string_equal(c->id, hostname());
     config_destroy(c);
-    c = ok("version: \"v1alpha1\"\nid: edge-proxy-3\n");
-    assert_string_equal(c->id, "edge-proxy-3");
-    config_destroy(c);
-    c = ok("id: 42\n");
-    assert_string_equal(c->id, "42");
-    config_destroy(c);
-    c = ok("id:\n");
-    assert_string_equal(c->id, "");
-    config_destroy(c);
-    c = ok("id: ~\n");
-    assert_string_equal(c->id, "");
-    config_destroy(c);
-    c = ok("id: null\n");
-    assert_string_equal(c->id, "");
-    config_destroy(c);
-    c = ok("id: true\n");
-    assert_string_equal(c->id, "true");
-    config_destroy(c);
-    c = ok("id: ''\n");
-    assert_string_equal(c->id, "");
-    config_destroy(c);
+    static const struct {
+        const char *yaml, *id;
+    } cases[] = {
+        {"version: \"v1alpha1\"\nid: edge-proxy-3\n", "edge-proxy-3"},
+        {"id: 42\n", "42"},
+        {"id:\n", ""},
+        {"id: ~\n", ""},
+        {"id: null\n", ""},
+        {"id: true\n", "true"},
+        {"id: ''\n", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        c = ok(cases[i].yaml);
+        assert_string_equal(c->id, cases[i].id);
+        config_destroy(c);
+    }
 }
 
 static void clusters_list_form(void **state)
@@ -310,56 +306,38 @@ static void worked_example(void **state)
     config_destroy(c);
 }
 
+/* One endpoint whose address is `value` (YAML text), checked by check_v4/check_v6/check_name. */
+static void accept_address(const char *value,
+                           void (*check)(const struct endpoint_cfg *, const char *, uint16_t),
+                           const char *want, uint16_t port)
+{
+    struct config *c = ok(endpoint_yaml(value));
+    check(&c->groups[0].endpoints[0], want, port);
+    config_destroy(c);
+}
+
 static void address_table_accepted(void **state)
 {
     /* spec config.md §4.1, the accepted rows */
-    struct config *c = ok(endpoint_yaml("127.0.0.1:26000"));
-    check_v4(&c->groups[0].endpoints[0], "127.0.0.1", 26000);
-    config_destroy(c);
-    c = ok(endpoint_yaml("udp://127.0.0.1:26000"));
-    check_v4(&c->groups[0].endpoints[0], "127.0.0.1", 26000);
-    config_destroy(c);
-    c = ok(endpoint_yaml("\"[2001:db8::40]:7100\""));
-    check_v6(&c->groups[0].endpoints[0], "2001:db8::40", 7100);
-    config_destroy(c);
+    accept_address("127.0.0.1:26000", check_v4, "127.0.0.1", 26000);
+    accept_address("udp://127.0.0.1:26000", check_v4, "127.0.0.1", 26000);
+    accept_address("\"[2001:db8::40]:7100\"", check_v6, "2001:db8::40", 7100);
     /* v4-mapped folds to IPv4: the canonical form config.h promises (net/addr.h). */
-    c = ok(endpoint_yaml("\"[::ffff:10.0.0.1]:7000\""));
-    check_v4(&c->groups[0].endpoints[0], "10.0.0.1", 7000);
-    config_destroy(c);
-    c = ok(endpoint_yaml("game-7.internal:7100"));
-    check_name(&c->groups[0].endpoints[0], "game-7.internal", 7100);
-    config_destroy(c);
+    accept_address("\"[::ffff:10.0.0.1]:7000\"", check_v4, "10.0.0.1", 7000);
+    accept_address("game-7.internal:7100", check_name, "game-7.internal", 7100);
 }
 
 static void address_other_accepted(void **state)
 {
-    struct config *c = ok(endpoint_yaml("10.0.0.1:0")); /* port 0 is accepted */
-    check_v4(&c->groups[0].endpoints[0], "10.0.0.1", 0);
-    config_destroy(c);
-    c = ok(endpoint_yaml("10.0.0.1:65535"));
-    check_v4(&c->groups[0].endpoints[0], "10.0.0.1", 65535);
-    config_destroy(c);
-    c = ok(endpoint_yaml("10.0.0.1:80/")); /* "/" is not a path */
-    check_v4(&c->groups[0].endpoints[0], "10.0.0.1", 80);
-    config_destroy(c);
-    c = ok(endpoint_yaml("\"udp://10.0.0.1:80?ignored=1\"")); /* query ignored */
-    check_v4(&c->groups[0].endpoints[0], "10.0.0.1", 80);
-    config_destroy(c);
-    c = ok(endpoint_yaml("\"udp://[::1]:5/#frag\""));
-    check_v6(&c->groups[0].endpoints[0], "::1", 5);
-    config_destroy(c);
-    c = ok(endpoint_yaml("localhost:00080"));
-    check_name(&c->groups[0].endpoints[0], "localhost", 80);
-    config_destroy(c);
-    c = ok(endpoint_yaml("Game.Example.COM:1")); /* names kept verbatim */
-    check_name(&c->groups[0].endpoints[0], "Game.Example.COM", 1);
-    config_destroy(c);
-    c = ok(endpoint_yaml("1.2.3:4")); /* not a dotted quad: a name */
-    check_name(&c->groups[0].endpoints[0], "1.2.3", 4);
-    config_destroy(c);
-    c = ok(endpoint_yaml("udp://user@10.0.0.9:9")); /* URL user info is ignored */
-    check_v4(&c->groups[0].endpoints[0], "10.0.0.9", 9);
-    config_destroy(c);
+    accept_address("10.0.0.1:0", check_v4, "10.0.0.1", 0); /* port 0 is accepted */
+    accept_address("10.0.0.1:65535", check_v4, "10.0.0.1", 65535);
+    accept_address("10.0.0.1:80/", check_v4, "10.0.0.1", 80); /* "/" is not a path */
+    accept_address("\"udp://10.0.0.1:80?ignored=1\"", check_v4, "10.0.0.1", 80); /* query ignored */
+    accept_address("\"udp://[::1]:5/#frag\"", check_v6, "::1", 5);
+    accept_address("localhost:00080", check_name, "localhost", 80);
+    accept_address("Game.Example.COM:1", check_name, "Game.Example.COM", 1); /* names verbatim */
+    accept_address("1.2.3:4", check_name, "1.2.3", 4); /* not a dotted quad: a name */
+    accept_address("udp://user@10.0.0.9:9", check_v4, "10.0.0.9", 9); /* URL user info ignored */
 }
 
 static void bad_address(const char *value, const char *reason)

@@ -44,6 +44,24 @@ static enum node_kind kind_of(const char *text)
     return k;
 }
 
+/* Parses "v: TEXT" and fails (naming the kind found) unless the value resolved to `kind`. */
+static struct node *scalar_of_kind(const char *text, enum node_kind kind, struct node **root)
+{
+    struct node *v = scalar(text, root);
+    if (v->kind != kind)
+        fail_msg("%s resolved to %s", text, node_kind_name(v->kind));
+    return v;
+}
+
+/* Every one of the n texts resolves to `kind`. */
+static void expect_kinds(const char *const *texts, size_t n, enum node_kind kind)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(kind_of(texts[i]), kind);
+}
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
 static void expect_parse_error(const char *yaml, const char *line_col, const char *reason)
 {
     struct err e = {0};
@@ -58,9 +76,8 @@ static void expect_parse_error(const char *yaml, const char *line_col, const cha
 
 static void null_and_bool_kinds(void **state)
 {
-    const char *nulls[] = {"", "~", "null", "Null", "NULL"};
-    for (size_t i = 0; i < 5; i++)
-        assert_int_equal(kind_of(nulls[i]), NODE_NULL);
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+    expect_kinds(nulls, N_OF(nulls), NODE_NULL);
     const char *trues[] = {"true", "True", "TRUE"};
     const char *falses[] = {"false", "False", "FALSE"};
     for (size_t i = 0; i < 3; i++) {
@@ -75,10 +92,8 @@ static void null_and_bool_kinds(void **state)
         node_free(root);
     }
     /* YAML 1.1 words are plain strings in 1.2, as are mixed-case spellings. */
-    assert_int_equal(kind_of("yes"), NODE_STR);
-    assert_int_equal(kind_of("off"), NODE_STR);
-    assert_int_equal(kind_of("tRUE"), NODE_STR);
-    assert_int_equal(kind_of("nULL"), NODE_STR);
+    static const char *const strs[] = {"yes", "off", "tRUE", "nULL"};
+    expect_kinds(strs, N_OF(strs), NODE_STR);
 }
 
 static void int_kinds(void **state)
@@ -100,11 +115,9 @@ static void int_kinds(void **state)
         {"18446744073709551615", UINT64_MAX, false},
         {"0xFFFFFFFFFFFFFFFF", UINT64_MAX, false},
     };
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+    for (size_t i = 0; i < N_OF(ok); i++) {
         struct node *root;
-        struct node *v = scalar(ok[i].text, &root);
-        if (v->kind != NODE_INT)
-            fail_msg("%s resolved to %s", ok[i].text, node_kind_name(v->kind));
+        struct node *v = scalar_of_kind(ok[i].text, NODE_INT, &root);
         assert_int_equal(v->u, ok[i].u);
         assert_int_equal(v->is_neg, ok[i].neg);
         assert_string_equal(v->str, ok[i].text);
@@ -116,17 +129,11 @@ static void int_kinds(void **state)
     node_free(root);
 
     /* Beyond 64 bits, leading zeros, bad digits: strings. */
-    assert_int_equal(kind_of("18446744073709551616"), NODE_STR);
-    assert_int_equal(kind_of("0x10000000000000000"), NODE_STR);
-    assert_int_equal(kind_of("007"), NODE_STR);
-    assert_int_equal(kind_of("-01"), NODE_STR);
-    assert_int_equal(kind_of("0x"), NODE_STR);
-    assert_int_equal(kind_of("0o8"), NODE_STR);
-    assert_int_equal(kind_of("0xg"), NODE_STR);
-    assert_int_equal(kind_of("1_000"), NODE_STR);
-    assert_int_equal(kind_of("0b101"), NODE_STR);
-    assert_int_equal(kind_of("+-1"), NODE_STR);
-    assert_int_equal(kind_of("12abc"), NODE_STR);
+    static const char *const big[] = {"18446744073709551616", "0x10000000000000000"};
+    expect_kinds(big, N_OF(big), NODE_STR);
+    static const char *const strs[] = {"007",   "-01",   "0x",  "0o8",  "0xg",
+                                       "1_000", "0b101", "+-1", "12abc"};
+    expect_kinds(strs, N_OF(strs), NODE_STR);
 }
 
 static void float_kinds(void **state)
@@ -138,11 +145,9 @@ static void float_kinds(void **state)
         {"1.5", 1.5}, {"-2e3", -2000.0}, {".5", 0.5},      {"1.", 1.0},
         {"1e3", 1000.0}, {"+1.25E-2", 0.0125}, {"007.5", 7.5},
     };
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+    for (size_t i = 0; i < N_OF(ok); i++) {
         struct node *root;
-        struct node *v = scalar(ok[i].text, &root);
-        if (v->kind != NODE_FLOAT)
-            fail_msg("%s resolved to %s", ok[i].text, node_kind_name(v->kind));
+        struct node *v = scalar_of_kind(ok[i].text, NODE_FLOAT, &root);
         assert_true(v->f == ok[i].f);
         node_free(root);
     }
@@ -163,14 +168,9 @@ static void float_kinds(void **state)
         assert_true(isnan(v->f));
         node_free(root);
     }
-    assert_int_equal(kind_of("1e999"), NODE_STR); /* overflows a double */
-    assert_int_equal(kind_of("1e"), NODE_STR);
-    assert_int_equal(kind_of("."), NODE_STR);
-    assert_int_equal(kind_of("inf"), NODE_STR);
-    assert_int_equal(kind_of("nan"), NODE_STR);
-    assert_int_equal(kind_of("-.nan"), NODE_STR);
-    assert_int_equal(kind_of("1.5.5"), NODE_STR);
-    assert_int_equal(kind_of("0x1p3"), NODE_STR);
+    /* "1e999" overflows a double */
+    static const char *const strs[] = {"1e999", "1e", ".", "inf", "nan", "-.nan", "1.5.5", "0x1p3"};
+    expect_kinds(strs, N_OF(strs), NODE_STR);
 }
 
 static void quoted_and_block_scalars_are_strings(void **state)

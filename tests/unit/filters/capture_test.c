@@ -11,6 +11,8 @@
 #include "config/config.h"
 #include "filters/chain.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,15 +50,7 @@ static int teardown(void **state)
 /* Builds fx.ch from a whole config; returns the build status (message in fx.e). */
 static int build_workers(const char *yaml, unsigned n_workers)
 {
-    struct config *cfg = NULL;
-    memset(&fx.e, 0, sizeof(fx.e));
-    int rc = config_parse(yaml, strlen(yaml), "test.yaml", &cfg, &fx.e);
-    assert_int_equal(rc, 0);
-    chain_deinit(&fx.ch);
-    struct filter_build b = {.keys = &fx.keys, .n_workers = n_workers};
-    rc = chain_build(&fx.ch, cfg->filters, cfg->n_filters, &b, &fx.e);
-    config_destroy(cfg);
-    return rc;
+    return build_chain_yaml(&fx.ch, &fx.keys, yaml, n_workers, &fx.e);
 }
 
 static int build(const char *yaml)
@@ -67,27 +61,14 @@ static int build(const char *yaml)
 /* A capture config built from the body of `config:` (YAML flow map). */
 static int build_capture(const char *config_flow)
 {
-    char yaml[1024];
-    snprintf(yaml, sizeof(yaml),
-             "filters:\n"
-             "  - name: quilkin.filters.capture.v1alpha1.Capture\n"
-             "    config: %s\n",
-             config_flow);
-    return build(yaml);
+    return build_chain_of(&fx.ch, &fx.keys, "quilkin.filters.capture.v1alpha1.Capture", config_flow,
+                          2, &fx.e);
 }
 
 static void packet(const void *data, size_t len)
 {
-    struct pkt_ctx *c = &fx.c;
-    memset(c, 0, sizeof(*c));
-    memcpy(fx.buf + HEADROOM, data, len);
-    c->pkt.buf = fx.buf;
-    c->pkt.off = HEADROOM;
-    c->pkt.len = (uint32_t)len;
-    c->pkt.cap = sizeof(fx.buf);
-    c->scratch = &fx.arena;
-    arena_reset(&fx.arena);
-    md_clear(&c->md);
+    load_packet(&fx.c, fx.buf, sizeof(fx.buf), HEADROOM, data, len, &fx.arena);
+    md_clear(&fx.c.md);
 }
 
 static const struct md_value *md(const char *key)

@@ -15,6 +15,8 @@
 #include "filters/chain.h"
 #include "filters/filter.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,17 +41,7 @@ struct env {
 
 static int build(struct env *t, const char *yaml, struct err *e)
 {
-    memset(&t->f, 0, sizeof(t->f));
-    memset(e, 0, sizeof(*e));
-    struct node *n = NULL;
-    if (yaml) {
-        n = node_parse_yaml(yaml, strlen(yaml), e);
-        assert_non_null(n);
-    }
-    struct filter_build b = {.keys = &t->keys, .n_workers = 2};
-    int rc = filter_build_one(&t->f, NAME, NULL, n, &b, e);
-    node_free(n);
-    return rc;
+    return build_filter_yaml(&t->f, NAME, yaml, &t->keys, e);
 }
 
 static int setup(void **state)
@@ -83,16 +75,9 @@ static int teardown(void **state)
 static struct pkt_ctx *load(struct env *t, const void *data, size_t len)
 {
     assert_true(len <= BUF_CAP - HEADROOM);
-    memset(&t->c, 0, sizeof(t->c));
-    memcpy(t->buf + HEADROOM, data, len);
-    t->c.pkt.buf = t->buf;
-    t->c.pkt.off = HEADROOM;
-    t->c.pkt.len = (uint32_t)len;
-    t->c.pkt.cap = BUF_CAP;
+    load_packet(&t->c, t->buf, BUF_CAP, HEADROOM, data, len, &t->scratch);
     t->c.spare = t->spare;
     t->c.spare_cap = BUF_CAP;
-    arena_reset(&t->scratch);
-    t->c.scratch = &t->scratch;
     t->c.worker = 1;
     return &t->c;
 }

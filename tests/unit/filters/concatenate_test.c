@@ -11,6 +11,8 @@
 #include "config/config.h"
 #include "filters/chain.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,41 +44,21 @@ static int teardown(void **state)
 
 static int build(const char *yaml)
 {
-    struct config *cfg = NULL;
-    memset(&fx.e, 0, sizeof(fx.e));
-    int rc = config_parse(yaml, strlen(yaml), "test.yaml", &cfg, &fx.e);
-    assert_int_equal(rc, 0);
-    chain_deinit(&fx.ch);
-    struct filter_build b = {.keys = &fx.keys, .n_workers = 1};
-    rc = chain_build(&fx.ch, cfg->filters, cfg->n_filters, &b, &fx.e);
-    config_destroy(cfg);
-    return rc;
+    return build_chain_yaml(&fx.ch, &fx.keys, yaml, 1, &fx.e);
 }
 
 static int build_concat(const char *config_flow)
 {
-    char yaml[512];
-    snprintf(yaml, sizeof(yaml),
-             "filters:\n"
-             "  - name: quilkin.filters.concatenate.v1alpha1.Concatenate\n"
-             "    config: %s\n",
-             config_flow);
-    return build(yaml);
+    return build_chain_of(&fx.ch, &fx.keys, "quilkin.filters.concatenate.v1alpha1.Concatenate",
+                          config_flow, 1, &fx.e);
 }
 
 /* data at offset `off` of a buffer of `cap` bytes */
 static void packet_at(const char *data, uint32_t off, uint32_t cap)
 {
-    struct pkt_ctx *c = &fx.c;
-    memset(c, 0, sizeof(*c));
     assert_true(cap <= sizeof(fx.buf));
-    size_t len = strlen(data);
     memset(fx.buf, '.', sizeof(fx.buf));
-    memcpy(fx.buf + off, data, len);
-    c->pkt.buf = fx.buf;
-    c->pkt.off = off;
-    c->pkt.len = (uint32_t)len;
-    c->pkt.cap = cap;
+    load_packet(&fx.c, fx.buf, cap, off, data, strlen(data), NULL);
 }
 
 static void packet(const char *data)

@@ -11,32 +11,26 @@
 #include "filters/chain.h"
 #include "filters/filter.h"
 
+#include "../support/filter_fixture.h"
+
 #include <arpa/inet.h>
 #include <string.h>
 
 #define FW "quilkin.filters.firewall.v1alpha1.Firewall"
 
+static struct keytab keys; /* interned keys of every filter built here */
+
 /* Builds a Firewall from the YAML text of its config; returns the status, e has the text. */
 static int build(struct filter *f, const char *yaml, struct err *e)
 {
-    static struct keytab keys;
-    memset(f, 0, sizeof(*f));
-    memset(e, 0, sizeof(*e));
-    struct node *n = node_parse_yaml(yaml, strlen(yaml), e);
-    assert_non_null(n);
-    struct filter_build b = {.keys = &keys, .n_workers = 2};
-    int rc = filter_build_one(f, FW, NULL, n, &b, e);
-    node_free(n);
-    return rc;
+    return build_filter_yaml(f, FW, yaml, &keys, e);
 }
 
 static void expect_reject(const char *yaml, const char *msg)
 {
     struct filter f;
     struct err e;
-    assert_int_not_equal(build(&f, yaml, &e), 0);
-    if (!strstr(e.msg, msg))
-        fail_msg("expected \"%s\" in \"%s\"", msg, e.msg);
+    expect_filter_reject(&f, FW, yaml, &keys, msg, &e);
     assert_non_null(strstr(e.msg, "Deserialization failed: filter `" FW "`"));
     assert_null(f.ops); /* nothing half-built */
 }

@@ -13,6 +13,8 @@
 #include "filters/chain.h"
 #include "filters/filter.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -22,26 +24,18 @@
  * slots). Kept in step by hand; test_table_full fails loudly if they diverge. */
 #define TABLE_LIVE_CAP 49152u
 
+static struct keytab keys; /* interned keys of every filter built here */
+
 static int build(struct filter *f, const char *yaml, struct err *e)
 {
-    static struct keytab keys;
-    memset(f, 0, sizeof(*f));
-    memset(e, 0, sizeof(*e));
-    struct node *n = node_parse_yaml(yaml, strlen(yaml), e);
-    assert_non_null(n);
-    struct filter_build b = {.keys = &keys, .n_workers = 2};
-    int rc = filter_build_one(f, RL, NULL, n, &b, e);
-    node_free(n);
-    return rc;
+    return build_filter_yaml(f, RL, yaml, &keys, e);
 }
 
 static void expect_reject(const char *yaml, const char *msg)
 {
     struct filter f;
     struct err e;
-    assert_int_not_equal(build(&f, yaml, &e), 0);
-    if (!strstr(e.msg, msg))
-        fail_msg("expected \"%s\" in \"%s\"", msg, e.msg);
+    expect_filter_reject(&f, RL, yaml, &keys, msg, &e);
 }
 
 /* One packet from src at Unix time t_s (+ frac_ns) on a worker; returns the verdict and

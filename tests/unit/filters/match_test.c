@@ -15,6 +15,8 @@
 #include "filters/chain.h"
 #include "filters/filter.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,14 +66,7 @@ static int teardown(void **state)
 /* Builds t->ch from a whole config; returns the status, e holds the message. */
 static int build(struct env *t, const char *yaml, struct err *e)
 {
-    chain_deinit(&t->ch);
-    struct config *cfg = NULL;
-    memset(e, 0, sizeof(*e));
-    assert_int_equal(config_parse(yaml, strlen(yaml), "test.yaml", &cfg, e), 0);
-    struct filter_build b = {.keys = &t->keys, .n_workers = 2};
-    int rc = chain_build(&t->ch, cfg->filters, cfg->n_filters, &b, e);
-    config_destroy(cfg); /* the chain must not keep pointers into the YAML tree */
-    return rc;
+    return build_chain_yaml(&t->ch, &t->keys, yaml, 2, e);
 }
 
 /* Builds a chain of one Match whose config is `body` (indented under `config:`). */
@@ -84,15 +79,7 @@ static int build_match(struct env *t, const char *body, struct err *e)
 
 static struct pkt_ctx *load(struct env *t, const char *data)
 {
-    size_t len = strlen(data);
-    memset(&t->c, 0, sizeof(t->c));
-    memcpy(t->buf + HEADROOM, data, len);
-    t->c.pkt.buf = t->buf;
-    t->c.pkt.off = HEADROOM;
-    t->c.pkt.len = (uint32_t)len;
-    t->c.pkt.cap = BUF_CAP;
-    arena_reset(&t->scratch);
-    t->c.scratch = &t->scratch;
+    load_packet(&t->c, t->buf, BUF_CAP, HEADROOM, data, strlen(data), &t->scratch);
     t->c.worker = 1;
     return &t->c;
 }

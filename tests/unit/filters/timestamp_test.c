@@ -15,6 +15,8 @@
 #include "filters/chain.h"
 #include "filters/filter.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,16 +44,7 @@ struct env {
 static int build(struct env *t, const char *yaml, struct err *e)
 {
     filter_deinit(&t->f);
-    memset(e, 0, sizeof(*e));
-    struct node *n = NULL;
-    if (yaml) {
-        n = node_parse_yaml(yaml, strlen(yaml), e);
-        assert_non_null(n);
-    }
-    struct filter_build b = {.keys = &t->keys, .n_workers = 2};
-    int rc = filter_build_one(&t->f, NAME, NULL, n, &b, e);
-    node_free(n);
-    return rc;
+    return build_filter_yaml(&t->f, NAME, yaml, &t->keys, e);
 }
 
 static int setup(void **state)
@@ -79,13 +72,8 @@ static int teardown(void **state)
 
 static struct pkt_ctx *load(struct env *t)
 {
-    memset(&t->c, 0, sizeof(t->c));
-    memcpy(t->buf + 16, "data", 4);
-    t->c.pkt.buf = t->buf;
-    t->c.pkt.off = 16;
-    t->c.pkt.len = 4;
-    t->c.pkt.cap = sizeof(t->buf);
-    t->c.scratch = &t->scratch;
+    load_packet(&t->c, t->buf, sizeof(t->buf), 16, "data", 4, NULL);
+    t->c.scratch = &t->scratch; /* attached without a reset */
     t->c.worker = 1;
     t->c.now_unix_ns = NOW_NS;
     return &t->c;

@@ -12,6 +12,8 @@
 #include "filters/chain.h"
 #include "filters/token_index.h"
 
+#include "../support/filter_fixture.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,15 +72,7 @@ static int teardown(void **state)
 
 static int build(const char *yaml)
 {
-    struct config *cfg = NULL;
-    memset(&fx.e, 0, sizeof(fx.e));
-    int rc = config_parse(yaml, strlen(yaml), "test.yaml", &cfg, &fx.e);
-    assert_int_equal(rc, 0);
-    chain_deinit(&fx.ch);
-    struct filter_build b = {.keys = &fx.keys, .n_workers = 1};
-    rc = chain_build(&fx.ch, cfg->filters, cfg->n_filters, &b, &fx.e);
-    config_destroy(cfg);
-    return rc;
+    return build_chain_yaml(&fx.ch, &fx.keys, yaml, 1, &fx.e);
 }
 
 static int build_router(void)
@@ -90,20 +84,12 @@ static int build_router(void)
 static void packet(const char *data)
 {
     struct pkt_ctx *c = &fx.c;
-    memset(c, 0, sizeof(*c));
-    size_t len = strlen(data);
-    memcpy(fx.buf + HEADROOM, data, len);
-    c->pkt.buf = fx.buf;
-    c->pkt.off = HEADROOM;
-    c->pkt.len = (uint32_t)len;
-    c->pkt.cap = sizeof(fx.buf);
+    load_packet(c, fx.buf, sizeof(fx.buf), HEADROOM, data, strlen(data), &fx.arena);
     c->all_eps = fx.eps;
     c->n_all_eps = N_EPS;
     c->tokens = fx.ti;
     c->eps.idx = NULL;
     c->eps.n = N_EPS;
-    c->scratch = &fx.arena;
-    arena_reset(&fx.arena);
     md_clear(&c->md);
 }
 

@@ -53,16 +53,13 @@ static void on_message(void *ctx, void *st, struct grpc_stream *s, const uint8_t
     (void)ctx;
     (void)st;
     (void)s;
-    struct xds_request rq;
-    memset(&rq, 0, sizeof(rq));
     struct err e = {{0}};
-    if (xds_request_decode(msg, len, &rq, &e) != 0)
-        return;
     pthread_mutex_lock(&lock);
-    if (n_reqs < MAX_REQS)
-        reqs[n_reqs++] = rq;
-    else
-        xds_request_free(&rq);
+    if (n_reqs < MAX_REQS) {
+        memset(&reqs[n_reqs], 0, sizeof(reqs[n_reqs]));
+        if (xds_request_decode(msg, len, &reqs[n_reqs], &e) == 0)
+            n_reqs++;
+    }
     pthread_mutex_unlock(&lock);
 }
 

@@ -18,6 +18,8 @@
 #include "filters/filter.h"
 #include "xds/resources.h"
 
+#include "../support/xds_fixture.h"
+
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "quilkin/filters/capture/v1alpha1/capture.pb-c.h"
 #include "quilkin/filters/firewall/v1alpha1/firewall.pb-c.h"
@@ -43,68 +45,13 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static size_t hex(const char *s, uint8_t *buf)
-{
-    size_t n = 0;
-    while (*s) {
-        if (*s == ' ') {
-            s++;
-        } else if (*s == '"') {
-            for (s++; *s && *s != '"'; s++)
-                buf[n++] = (uint8_t)*s;
-            s++;
-        } else {
-            unsigned v;
-            assert_int_equal(sscanf(s, "%2x", &v), 1);
-            buf[n++] = (uint8_t)v;
-            s += 2;
-        }
-    }
-    return n;
-}
-
-static void assert_bytes(const uint8_t *got, size_t got_len, const char *want_hex)
-{
-    uint8_t want[1024];
-    size_t n = hex(want_hex, want);
-    assert_int_equal(got_len, n);
-    assert_memory_equal(got, want, n);
-}
-
-static char *node_json(const struct node *n)
-{
-    struct strbuf b;
-    strbuf_init(&b);
-    node_dump_json(n, &b);
-    assert_false(b.failed);
-    char *s = strndup(b.buf ? b.buf : "", b.len);
-    strbuf_deinit(&b);
-    return s;
-}
-
-static void assert_node_json(const struct node *n, const char *want)
-{
-    char *s = node_json(n);
-    assert_string_equal(s, want);
-    free(s);
-}
-
-static struct config *parse(const char *yaml)
-{
-    struct config *c = NULL;
-    struct err e = {{0}};
-    if (config_parse(yaml, strlen(yaml), "t.yaml", &c, &e) != 0)
-        fail_msg("config_parse: %s", e.msg);
-    return c;
-}
-
 /* The config of the only filter of a one-filter YAML chain (config: <body>). */
 static struct config *one_filter(const char *name, const char *body)
 {
     char yaml[4096];
     snprintf(yaml, sizeof(yaml), "filters:\n  - name: %s\n%s%s\n", name, body ? "    config: " : "",
              body ? body : "");
-    return parse(yaml);
+    return parse_config(yaml);
 }
 
 /* Encodes the filter's config and compares with the spec vector. */
@@ -140,6 +87,25 @@ static int decode_hex(const char *name, const char *h, struct node **out, struct
     size_t n = hex(h, buf);
     memset(e, 0, sizeof(*e));
     return xds_filter_config_decode(name, buf, n, out, e);
+}
+
+/* Decodes the hex config of `name`, which must give the tree `json`. */
+static void assert_decodes(const char *name, const char *h, const char *json)
+{
+    struct node *n = NULL;
+    struct err e;
+    assert_int_equal(decode_hex(name, h, &n, &e), 0);
+    assert_node_json(n, json);
+    node_free(n);
+}
+
+/* Decoding the hex config of `name` fails with exactly `msg`. */
+static void assert_decode_fails(const char *name, const char *h, const char *msg)
+{
+    struct node *n = NULL;
+    struct err e;
+    assert_int_equal(decode_hex(name, h, &n, &e), -EINVAL);
+    assert_string_equal(e.msg, msg);
 }
 
 /* ---- spec vectors (xds.md §6.4) ------------------------------------------------------------ */
@@ -261,63 +227,40 @@ static void test_decoded_shapes(void **state)
     struct node *n = NULL;
     struct err e;
     /* normalised forms (filters.md) and proto defaults (xds.md §6.4) */
-    assert_int_equal(decode_hex(RATE, "08 05", &n, &e), 0);
-    assert_node_json(n, "{\"max_packets\":5,\"period\":1}");
-    node_free(n);
+    assert_decodes(RATE, "08 05", "{\"max_packets\":5,\"period\":1}");
     assert_int_equal(decode_hex(RATE, "08 05 12 00", &n, &e), 0);
     assert_node_json(n, "{\"max_packets\":5,\"period\":0}");
     assert_int_equal(build_one(RATE, n, &e), -EINVAL); /* explicit 0 is rejected as in YAML */
     assert_non_null(strstr(e.msg, "value must be at least 1 second"));
     node_free(n);
-    assert_int_equal(decode_hex(COMPRESS, "", &n, &e), 0);
-    assert_node_json(
-        n, "{\"mode\":\"SNAPPY\",\"on_read\":\"DO_NOTHING\",\"on_write\":\"DO_NOTHING\"}");
-    node_free(n);
+    assert_decodes(COMPRESS, "",
+                   "{\"mode\":\"SNAPPY\",\"on_read\":\"DO_NOTHING\",\"on_write\":\"DO_NOTHING\"}");
     /* unknown enum numbers decode as the 0 value */
-    assert_int_equal(decode_hex(COMPRESS, "0a 02 08 07 12 02 08 09", &n, &e), 0);
-    assert_node_json(
-        n, "{\"mode\":\"SNAPPY\",\"on_read\":\"DO_NOTHING\",\"on_write\":\"DO_NOTHING\"}");
-    node_free(n);
-    assert_int_equal(decode_hex(CONCAT, "0a 00 12 02 08 01 1a 03 61 62 63", &n, &e), 0);
-    assert_node_json(n, "{\"on_read\":\"APPEND\",\"on_write\":\"DO_NOTHING\",\"bytes\":\"YWJj\"}");
-    node_free(n);
-    assert_int_equal(decode_hex(CONCAT, "", &n, &e), 0);
-    assert_node_json(n, "{\"on_read\":\"DO_NOTHING\",\"on_write\":\"DO_NOTHING\",\"bytes\":\"\"}");
-    node_free(n);
-    assert_int_equal(decode_hex(TOKEN_ROUTER, "", &n, &e), 0);
-    assert_node_json(n, "{\"metadataKey\":\"quilkin.dev/capture\"}");
-    node_free(n);
-    assert_int_equal(decode_hex(LB, "", &n, &e), 0);
-    assert_node_json(n, "{\"policy\":\"ROUND_ROBIN\"}");
-    node_free(n);
-    assert_int_equal(decode_hex(DEBUG_F, "", &n, &e), 0);
-    assert_node_json(n, "{\"id\":null}");
-    node_free(n);
-    assert_int_equal(decode_hex(DEBUG_F, "0a 03 0a 01 78", &n, &e), 0);
-    assert_node_json(n, "{\"id\":\"x\"}");
-    node_free(n);
+    assert_decodes(COMPRESS, "0a 02 08 07 12 02 08 09",
+                   "{\"mode\":\"SNAPPY\",\"on_read\":\"DO_NOTHING\",\"on_write\":\"DO_NOTHING\"}");
+    assert_decodes(CONCAT, "0a 00 12 02 08 01 1a 03 61 62 63",
+                   "{\"on_read\":\"APPEND\",\"on_write\":\"DO_NOTHING\",\"bytes\":\"YWJj\"}");
+    assert_decodes(CONCAT, "",
+                   "{\"on_read\":\"DO_NOTHING\",\"on_write\":\"DO_NOTHING\",\"bytes\":\"\"}");
+    assert_decodes(TOKEN_ROUTER, "", "{\"metadataKey\":\"quilkin.dev/capture\"}");
+    assert_decodes(LB, "", "{\"policy\":\"ROUND_ROBIN\"}");
+    assert_decodes(DEBUG_F, "", "{\"id\":null}");
+    assert_decodes(DEBUG_F, "0a 03 0a 01 78", "{\"id\":\"x\"}");
     n = (struct node *)1;
     assert_int_equal(decode_hex(DROP, "", &n, &e), 0);
     assert_null(n);                                         /* no config */
     assert_int_equal(decode_hex(PASS, "08 01", &n, &e), 0); /* unknown fields skipped */
     assert_null(n);
-    assert_int_equal(
-        decode_hex(CAPTURE, "0a 15 0a 13 \"quilkin.dev/capture\" 1a 06 08 03 12 02 08 01", &n, &e),
-        0);
-    assert_node_json(
-        n, "{\"metadataKey\":\"quilkin.dev/capture\",\"suffix\":{\"size\":3,\"remove\":true}}");
-    node_free(n);
-    assert_int_equal(decode_hex(CAPTURE, "0a 03 0a 01 6b 12 02 08 04", &n, &e), 0);
-    assert_node_json(n, "{\"metadataKey\":\"k\",\"prefix\":{\"size\":4,\"remove\":false}}");
-    node_free(n);
-    assert_int_equal(decode_hex(CAPTURE, "0a 03 0a 01 6b 22 05 0a 03 0a 01 2e", &n, &e), 0);
-    assert_node_json(n, "{\"metadataKey\":\"k\",\"regex\":{\"pattern\":\".\"}}");
-    node_free(n);
-    assert_int_equal(
-        decode_hex(FIREWALL, "0a 14 12 0a \"10.0.0.0/8\" 1a 06 08 d8 36 10 d9 36", &n, &e), 0);
-    assert_node_json(n, "{\"on_read\":[{\"action\":\"ALLOW\",\"sources\":[\"10.0.0.0/8\"],"
-                        "\"ports\":[\"7000\"]}],\"on_write\":[]}");
-    node_free(n);
+    assert_decodes(
+        CAPTURE, "0a 15 0a 13 \"quilkin.dev/capture\" 1a 06 08 03 12 02 08 01",
+        "{\"metadataKey\":\"quilkin.dev/capture\",\"suffix\":{\"size\":3,\"remove\":true}}");
+    assert_decodes(CAPTURE, "0a 03 0a 01 6b 12 02 08 04",
+                   "{\"metadataKey\":\"k\",\"prefix\":{\"size\":4,\"remove\":false}}");
+    assert_decodes(CAPTURE, "0a 03 0a 01 6b 22 05 0a 03 0a 01 2e",
+                   "{\"metadataKey\":\"k\",\"regex\":{\"pattern\":\".\"}}");
+    assert_decodes(FIREWALL, "0a 14 12 0a \"10.0.0.0/8\" 1a 06 08 d8 36 10 d9 36",
+                   "{\"on_read\":[{\"action\":\"ALLOW\",\"sources\":[\"10.0.0.0/8\"],"
+                   "\"ports\":[\"7000\"]}],\"on_write\":[]}");
 }
 
 static void test_decode_errors(void **state)
@@ -328,22 +271,21 @@ static void test_decode_errors(void **state)
     assert_int_equal(decode_hex(TIMESTAMP, "", &n, &e), -EINVAL);
     assert_string_equal(e.msg, "`metadata_key` is required but not found");
     assert_null(n);
-    assert_int_equal(decode_hex(CAPTURE, "1a 02 08 03", &n, &e), -EINVAL); /* no metadata_key */
-    assert_string_equal(e.msg, "field `metadata_key` is invalid, reason: Missing");
-    assert_int_equal(decode_hex(CAPTURE, "0a 03 0a 01 6b", &n, &e), -EINVAL);
-    assert_string_equal(e.msg, "field `strategy` is invalid, reason: Missing");
-    assert_int_equal(decode_hex(CAPTURE, "0a 03 0a 01 6b 22 00", &n, &e), -EINVAL);
-    assert_string_equal(e.msg, "field `Regex.regex` is invalid, reason: Missing");
+    /* no metadata_key */
+    assert_decode_fails(CAPTURE, "1a 02 08 03", "field `metadata_key` is invalid, reason: Missing");
+    assert_decode_fails(CAPTURE, "0a 03 0a 01 6b", "field `strategy` is invalid, reason: Missing");
+    assert_decode_fails(CAPTURE, "0a 03 0a 01 6b 22 00",
+                        "field `Regex.regex` is invalid, reason: Missing");
     /* firewall port ranges: min >= max, and > 65535 */
-    assert_int_equal(decode_hex(FIREWALL, "0a 06 1a 04 08 05 10 05", &n, &e), -EINVAL);
-    assert_string_equal(e.msg, "invalid port range: min 5 is greater than or equal to max 5");
+    assert_decode_fails(FIREWALL, "0a 06 1a 04 08 05 10 05",
+                        "invalid port range: min 5 is greater than or equal to max 5");
     assert_int_equal(decode_hex(FIREWALL, "0a 08 1a 06 08 01 10 80 80 04", &n, &e), -EINVAL);
     assert_non_null(strstr(e.msg, "invalid port range"));
     /* malformed bytes and unknown names */
     assert_int_equal(decode_hex(RATE, "08", &n, &e), -EINVAL);
     assert_non_null(strstr(e.msg, "LocalRateLimit"));
-    assert_int_equal(decode_hex("quilkin.filters.nope.v1alpha1.Nope", "", &n, &e), -EINVAL);
-    assert_string_equal(e.msg, "filter `quilkin.filters.nope.v1alpha1.Nope` not found");
+    assert_decode_fails("quilkin.filters.nope.v1alpha1.Nope", "",
+                        "filter `quilkin.filters.nope.v1alpha1.Nope` not found");
     uint8_t *out = NULL;
     size_t len = 0;
     assert_int_equal(xds_filter_config_encode("Nope", NULL, &out, &len, &e), -EINVAL);
@@ -569,19 +511,19 @@ static void test_match_nesting_limit(void **state)
 static void test_listener_round_trip(void **state)
 {
     (void)state;
-    struct config *c = parse("filters:\n"
-                             "  - name: " CAPTURE "\n"
-                             "    label: not sent\n"
-                             "    config: {suffix: {size: 3, remove: true}}\n"
-                             "  - name: " TOKEN_ROUTER "\n"
-                             "  - name: " DEBUG_F "\n"
-                             "  - name: " DROP "\n"
-                             "  - name: " MATCH "\n"
-                             "    config:\n"
-                             "      on_read:\n"
-                             "        metadataKey: quilkin.dev/capture\n"
-                             "        branches:\n"
-                             "          - {value: abc, name: " PASS "}\n");
+    struct config *c = parse_config("filters:\n"
+                                    "  - name: " CAPTURE "\n"
+                                    "    label: not sent\n"
+                                    "    config: {suffix: {size: 3, remove: true}}\n"
+                                    "  - name: " TOKEN_ROUTER "\n"
+                                    "  - name: " DEBUG_F "\n"
+                                    "  - name: " DROP "\n"
+                                    "  - name: " MATCH "\n"
+                                    "    config:\n"
+                                    "      on_read:\n"
+                                    "        metadataKey: quilkin.dev/capture\n"
+                                    "        branches:\n"
+                                    "          - {value: abc, name: " PASS "}\n");
     uint8_t *out = NULL;
     size_t len = 0;
     struct err e = {{0}};

@@ -14,23 +14,13 @@
 #include "xds/metadata_struct.h"
 #include "xds/pb_util.h"
 
+#include "../support/xds_fixture.h"
+
 #include "google/protobuf/struct.pb-c.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void assert_node_json(const struct node *n, const char *want)
-{
-    struct strbuf b;
-    strbuf_init(&b);
-    node_dump_json(n, &b);
-    assert_false(b.failed);
-    char *s = strndup(b.buf ? b.buf : "", b.len);
-    assert_string_equal(s, want);
-    free(s);
-    strbuf_deinit(&b);
-}
 
 static void last_wins(void **state)
 {

@@ -16,6 +16,8 @@
 #include "config/node.h"
 #include "xds/resources.h"
 
+#include "../support/xds_fixture.h"
+
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "quilkin/config/v1alpha1/config.pb-c.h"
 
@@ -25,63 +27,6 @@
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-/* Parses "0a 1b ..." hex (spaces ignored, "quoted" text taken literally) into buf. */
-static size_t hex(const char *s, uint8_t *buf)
-{
-    size_t n = 0;
-    while (*s) {
-        if (*s == ' ' || *s == '\n') {
-            s++;
-        } else if (*s == '"') {
-            for (s++; *s && *s != '"'; s++)
-                buf[n++] = (uint8_t)*s;
-            s++;
-        } else {
-            unsigned v;
-            assert_int_equal(sscanf(s, "%2x", &v), 1);
-            buf[n++] = (uint8_t)v;
-            s += 2;
-        }
-    }
-    return n;
-}
-
-static void assert_bytes(const uint8_t *got, size_t got_len, const char *want_hex)
-{
-    uint8_t want[1024];
-    size_t n = hex(want_hex, want);
-    assert_int_equal(got_len, n);
-    assert_memory_equal(got, want, n);
-}
-
-static char *node_json(const struct node *n)
-{
-    struct strbuf b;
-    strbuf_init(&b);
-    node_dump_json(n, &b);
-    assert_false(b.failed);
-    char *s = strndup(b.buf ? b.buf : "", b.len);
-    strbuf_deinit(&b);
-    return s;
-}
-
-static void assert_node_json(const struct node *n, const char *want)
-{
-    char *s = node_json(n);
-    assert_string_equal(s, want);
-    free(s);
-}
-
-static struct config *parse(const char *yaml)
-{
-    struct config *c = NULL;
-    struct err e = {{0}};
-    int rc = config_parse(yaml, strlen(yaml), "t.yaml", &c, &e);
-    if (rc != 0)
-        fail_msg("config_parse: %s", e.msg);
-    return c;
-}
 
 static char *config_json(const struct config *c)
 {
@@ -337,10 +282,10 @@ static const char cluster_vector[] =
 static void test_cluster_vector(void **state)
 {
     (void)state;
-    struct config *c = parse("clusters:\n"
-                             "  - endpoints:\n"
-                             "      - address: 127.0.0.1:26000\n"
-                             "        metadata: {quilkin.dev: {tokens: [MXg3aWp5Ng==]}}\n");
+    struct config *c = parse_config("clusters:\n"
+                                    "  - endpoints:\n"
+                                    "      - address: 127.0.0.1:26000\n"
+                                    "        metadata: {quilkin.dev: {tokens: [MXg3aWp5Ng==]}}\n");
     uint8_t *out = NULL;
     size_t len = 0;
     assert_int_equal(xds_cluster_encode(&c->groups[0], &out, &len), 0);
@@ -374,18 +319,18 @@ static void test_cluster_vector(void **state)
 static void test_cluster_round_trip_with_locality_and_metadata(void **state)
 {
     (void)state;
-    struct config *c = parse("clusters:\n"
-                             "  - locality: {region: eu, sub_zone: r12}\n"
-                             "    endpoints:\n"
-                             "      - address: game.example:7000\n"
-                             "        metadata:\n"
-                             "          build: \"2024.06.1\"\n"
-                             "          canary: false\n"
-                             "          n: -3\n"
-                             "          f: 2.75\n"
-                             "          nested: {a: [1, x, null, {b: true}]}\n"
-                             "          quilkin.dev: {tokens: [AQID, \"\"]}\n"
-                             "      - address: \"[2001:db8::1]:7001\"\n");
+    struct config *c = parse_config("clusters:\n"
+                                    "  - locality: {region: eu, sub_zone: r12}\n"
+                                    "    endpoints:\n"
+                                    "      - address: game.example:7000\n"
+                                    "        metadata:\n"
+                                    "          build: \"2024.06.1\"\n"
+                                    "          canary: false\n"
+                                    "          n: -3\n"
+                                    "          f: 2.75\n"
+                                    "          nested: {a: [1, x, null, {b: true}]}\n"
+                                    "          quilkin.dev: {tokens: [AQID, \"\"]}\n"
+                                    "      - address: \"[2001:db8::1]:7001\"\n");
     uint8_t *out = NULL;
     size_t len = 0;
     assert_int_equal(xds_cluster_encode(&c->groups[0], &out, &len), 0);
@@ -824,7 +769,7 @@ static void test_cla_decode(void **state)
 
 static struct cluster_group group_from(const char *yaml)
 {
-    struct config *c = parse(yaml);
+    struct config *c = parse_config(yaml);
     uint8_t *out = NULL;
     size_t len = 0;
     assert_int_equal(xds_cluster_encode(&c->groups[0], &out, &len), 0);
@@ -839,13 +784,13 @@ static struct cluster_group group_from(const char *yaml)
 static void test_apply_clusters_merge(void **state)
 {
     (void)state;
-    struct config *c = parse("id: x\n"
-                             "clusters:\n"
-                             "  - endpoints: [{address: 10.0.0.1:1}]\n"
-                             "  - locality: {region: a}\n"
-                             "    endpoints: [{address: 10.0.0.2:1}]\n"
-                             "  - locality: {region: b}\n"
-                             "    endpoints: [{address: 10.0.0.3:1}]\n");
+    struct config *c = parse_config("id: x\n"
+                                    "clusters:\n"
+                                    "  - endpoints: [{address: 10.0.0.1:1}]\n"
+                                    "  - locality: {region: a}\n"
+                                    "    endpoints: [{address: 10.0.0.2:1}]\n"
+                                    "  - locality: {region: b}\n"
+                                    "    endpoints: [{address: 10.0.0.3:1}]\n");
     struct cluster_group gs[3];
     gs[0] = group_from("clusters:\n"
                        "  - locality: {region: a}\n"
@@ -889,14 +834,14 @@ static void test_apply_clusters_merge(void **state)
 static void test_apply_filters(void **state)
 {
     (void)state;
-    struct config *c = parse("filters:\n"
-                             "  - name: quilkin.filters.debug.v1alpha1.Debug\n"
-                             "    label: x\n"
-                             "    config: {id: a}\n");
-    struct config *src = parse("filters:\n"
-                               "  - name: quilkin.filters.pass.v1alpha1.Pass\n"
-                               "  - name: quilkin.filters.debug.v1alpha1.Debug\n"
-                               "    config: {id: b}\n");
+    struct config *c = parse_config("filters:\n"
+                                    "  - name: quilkin.filters.debug.v1alpha1.Debug\n"
+                                    "    label: x\n"
+                                    "    config: {id: a}\n");
+    struct config *src = parse_config("filters:\n"
+                                      "  - name: quilkin.filters.pass.v1alpha1.Pass\n"
+                                      "  - name: quilkin.filters.debug.v1alpha1.Debug\n"
+                                      "    config: {id: b}\n");
     struct filter_cfg fs[2];
     memset(fs, 0, sizeof(fs));
     fs[0].name = strdup(src->filters[0].name);
