@@ -9,9 +9,10 @@ PYTHON     ?= /usr/bin/python3
 BUILD      := build
 BUILD_ASAN := build-asan
 BUILD_FUZZ := build-fuzz
+BUILD_TSAN := build-tsan
 FUZZ_SECS  ?= 40
 
-.PHONY: all deps build build-asan run test unit integration fuzz bench clean fmt check-deps
+.PHONY: all deps build build-asan run test unit integration tsan fuzz bench clean fmt check-deps
 
 all: build
 
@@ -46,7 +47,19 @@ fuzz: deps
 	cmake --build $(BUILD_FUZZ) -j $(JOBS)
 	bash fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECS)
 
-test: check-deps unit integration fuzz
+# ThreadSanitizer over the cross-thread paths: snapshot swap (RCU), metrics scraping,
+# the gRPC server/client and the ADS thread publishing while workers read.
+tsan: deps
+	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DQK_TSAN=ON >/dev/null
+	cmake --build $(BUILD_TSAN) -j $(JOBS) --target quilkin snapshot_test metrics_test \
+	  grpc_test ads_client_test
+	cd $(BUILD_TSAN) && ctest --output-on-failure -R 'snapshot_test|metrics_test|grpc_test|ads_client_test'
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66" QUILKIN_BIN=$(abspath $(BUILD_TSAN))/quilkin \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_admin.py \
+	  tests/integration/test_reload.py tests/integration/test_xds_client.py \
+	  tests/integration/test_xds_e2e.py tests/integration/test_filter_metrics.py
+
+test: check-deps unit integration tsan fuzz
 	@echo "make test: all suites passed"
 
 bench: build
@@ -62,4 +75,4 @@ fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_TSAN)

@@ -497,7 +497,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
             LOG_ERROR("proxy", "%s", e.msg);
             goto out;
         }
-        ps->n_workers = i + 1;
+        atomic_store_explicit(&ps->n_workers, i + 1, memory_order_release);
     }
     publish(ps, snap);
     snap = NULL;
@@ -517,9 +517,10 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                                               ? (unsigned)o->idle_request_secs
                                                               : 1};
         struct ads_client_hooks ah = {.apply = xds_apply, .ctx = ps};
-        ps->ads = ads_client_start(&ao, xds_initial, &ah, &e);
+        struct ads_client *ads = ads_client_start(&ao, xds_initial, &ah, &e);
         xds_initial = NULL;
-        if (!ps->ads) {
+        atomic_store_explicit(&ps->ads, ads, memory_order_release);
+        if (!ads) {
             LOG_ERROR("xds", "%s", e.msg);
             goto out;
         }
@@ -542,12 +543,12 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     log_stats(ps);
     status = 0;
 out:
+    admin_stop(admin); /* first: its callbacks read the ADS client and the workers */
     ads_client_stop(ps->ads);
     config_destroy(xds_initial);
     atomic_store(&ps->control.stopping, true);
     for (unsigned i = 0; i < ps->n_workers; i++)
         worker_join(ps->workers[i]);
-    admin_stop(admin); /* before the workers' stats go away */
     for (unsigned i = 0; i < ps->n_workers; i++)
         worker_destroy(ps->workers[i]);
     snapshot_publish(NULL);

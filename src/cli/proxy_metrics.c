@@ -17,7 +17,8 @@ bool proxy_is_ready(void *ctx)
 {
     struct proxy_state *ps = ctx;
     /* spec admin.md §3: at least one endpoint, and with xDS a healthy stream */
-    if (ps->ads && !ads_client_is_healthy(ps->ads))
+    struct ads_client *ads = atomic_load_explicit(&ps->ads, memory_order_acquire);
+    if (ads && !ads_client_is_healthy(ads))
         return false;
     return atomic_load(&ps->n_endpoints) > 0;
 }
@@ -108,7 +109,8 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
         return -ENOMEM;
     }
     uint32_t active = 0;
-    for (unsigned i = 0; i < ps->n_workers; i++) {
+    unsigned n_workers = atomic_load_explicit(&ps->n_workers, memory_order_acquire);
+    for (unsigned i = 0; i < n_workers; i++) {
         worker_stats_add(ps->workers[i], s);
         worker_filter_reasons(ps->workers[i], DIR_READ, add_reason, rr);
         worker_filter_reasons(ps->workers[i], DIR_WRITE, add_reason, rw);
@@ -175,8 +177,9 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                     atomic_load(&ps->reloads_ok));
     prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"rejected\"",
                     atomic_load(&ps->reloads_failed));
-    if (ps->ads)
-        ads_client_render_metrics(ps->ads, out);
+    struct ads_client *ads = atomic_load_explicit(&ps->ads, memory_order_acquire);
+    if (ads)
+        ads_client_render_metrics(ads, out);
     /* the registry's series: per-filter metrics (spec admin.md §4.4) */
     metrics_render(out);
     free(s);

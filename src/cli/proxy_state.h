@@ -16,9 +16,11 @@ struct ads_client;
 
 struct proxy_state {
     struct worker *workers[MAX_WORKERS];
-    unsigned n_workers;
+    _Atomic unsigned n_workers; /* stored (release) after each worker is created; the admin
+                                   thread loads it (acquire) before reading workers[] */
     struct worker_control control;
-    struct ads_client *ads; /* NULL without --management-server */
+    struct ads_client *_Atomic ads; /* NULL without --management-server; set once (release)
+                                       by the control thread, read by the admin thread */
     /* facts about the current snapshot, stored by the control thread at each publish */
     _Atomic uint32_t n_groups, n_endpoints;
     _Atomic uint64_t reloads_ok, reloads_failed;

@@ -47,4 +47,15 @@ void snapshot_publish(struct snapshot *s);
  * pointer only until then. */
 struct snapshot *snapshot_current(void);
 
+/* Reader side (worker threads), wrapping liburcu QSBR: register once per thread; report a
+ * quiescent state after every batch (no snapshot pointer is held across it); go offline
+ * around blocking waits so grace periods do not wait for an idle worker. Under
+ * ThreadSanitizer these also tell it that the grace period orders the readers' last use
+ * before the writer's free, which it cannot see through liburcu's own barriers. */
+void snapshot_reader_register(void);
+void snapshot_reader_unregister(void);
+void snapshot_reader_quiescent(void);
+void snapshot_reader_offline(void);
+void snapshot_reader_online(void);
+
 #endif

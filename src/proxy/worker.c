@@ -24,7 +24,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <urcu-qsbr.h>
 
 #define RX_BATCH 32      /* datagrams per recvmmsg */
 #define RX_ROUNDS 8      /* recvmmsg rounds per readiness event, for fairness */
@@ -575,11 +574,11 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct epoll_event evs[EPOLL_EVENTS];
-    rcu_register_thread();
+    snapshot_reader_register();
     while (!atomic_load_explicit(&w->control->stopping, memory_order_relaxed)) {
-        rcu_thread_offline();
+        snapshot_reader_offline();
         int n = epoll_wait(w->epfd, evs, EPOLL_EVENTS, TICK_MS);
-        rcu_thread_online();
+        snapshot_reader_online();
         const struct snapshot *snap = snapshot_current();
         w->now_ns = clock_mono_ns();
         w->now_unix_ns = clock_unix_ns();
@@ -600,9 +599,9 @@ static void *worker_main(void *arg)
                      w->index, live);
         }
         atomic_store_explicit(&w->published_sessions, live, memory_order_relaxed);
-        rcu_quiescent_state();
+        snapshot_reader_quiescent();
     }
-    rcu_unregister_thread();
+    snapshot_reader_unregister();
     return NULL;
 }
 

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <urcu-qsbr.h>
 
 static struct snapshot *build(const char *yaml)
 {
@@ -83,7 +82,7 @@ struct reader_result {
 static void *reader(void *arg)
 {
     struct reader_result *r = arg;
-    rcu_register_thread();
+    snapshot_reader_register();
     uint64_t last = 0;
     r->ok = true;
     while (!atomic_load(&stop_readers)) {
@@ -101,9 +100,9 @@ static void *reader(void *arg)
                     r->ok = false;
             atomic_fetch_add(&reads_done, 1);
         }
-        rcu_quiescent_state();
+        snapshot_reader_quiescent();
     }
-    rcu_unregister_thread();
+    snapshot_reader_unregister();
     return NULL;
 }
 
