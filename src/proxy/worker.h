@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct err;
@@ -68,6 +69,10 @@ struct worker_stats {
     /* everything above is plain uint64_t and summed by worker_stats_add */
     struct reason_count filter_reasons[2][REASON_SLOTS];
 } __attribute__((aligned(64)));
+
+/* worker_stats_add sums everything before filter_reasons as an array of uint64_t */
+_Static_assert(offsetof(struct worker_stats, filter_reasons) % sizeof(uint64_t) == 0,
+               "worker_stats: counters must be whole uint64_t words");
 
 /* Shared by the control thread and all workers. */
 struct worker_control {
