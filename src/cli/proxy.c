@@ -413,6 +413,15 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         goto out;
     }
     LOG_INFO("config", "loaded %s", used_path[0] ? used_path : "built-in default config");
+    if (used_path[0] && !o->n_management_servers) {
+        /* Watch before anything is served, so a change made once /ready answers 200 is
+           never missed. With a management server xDS owns the config: no watch. */
+        watch = config_watch_create(used_path, &e);
+        if (watch)
+            LOG_INFO("config", "watching %s for changes", used_path);
+        else
+            LOG_WARN("config", "config hot reload disabled: %s", e.msg);
+    }
     if (o->n_management_servers &&
         ads_client_check_urls(o->management_servers, o->n_management_servers, &e) < 0) {
         LOG_ERROR("xds", "%s", e.msg);
@@ -524,13 +533,6 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
             LOG_ERROR("xds", "%s", e.msg);
             goto out;
         }
-    } else if (used_path[0]) {
-        /* with a management server the file is not watched: xDS owns the config */
-        watch = config_watch_create(used_path, &e);
-        if (watch)
-            LOG_INFO("config", "watching %s for changes", used_path);
-        else
-            LOG_WARN("config", "config hot reload disabled: %s", e.msg);
     }
     LOG_INFO("proxy",
              "listening on [::]:%u (UDP, IPv4 and IPv6) with %u workers, session timeout %lus, "
