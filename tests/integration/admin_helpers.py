@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import Proxy, READY_TIMEOUT, free_port, fmt_addr
+from conftest import Proxy, READY_TIMEOUT, free_port, fmt_addr, stop_all
 
 # --------------------------------------------------------------------------
 # ports and HTTP
@@ -153,14 +153,7 @@ def quilkin(quilkin_bin, tmp_path):
         return p
 
     yield start
-    reports = []
-    for p in started:
-        p.kill()
-        found = p.sanitizer_reports()
-        if found:
-            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
-    if reports:
-        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
+    stop_all(started)
 
 
 # --------------------------------------------------------------------------

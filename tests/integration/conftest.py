@@ -462,6 +462,18 @@ def write_config(tmp_path):
     return write
 
 
+def stop_all(started):
+    """Kills every process in `started` and fails the test if any sanitizer reported."""
+    reports = []
+    for p in started:
+        p.kill()
+        found = p.sanitizer_reports()
+        if found:
+            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
+    if reports:
+        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
+
+
 @pytest.fixture
 def proxy(quilkin_bin, tmp_path):
     """Factory that starts a proxy and waits for "Quilkin is ready".
@@ -500,11 +512,4 @@ def proxy(quilkin_bin, tmp_path):
         return p
 
     yield start
-    reports = []
-    for p in started:
-        p.kill()
-        found = p.sanitizer_reports()
-        if found:
-            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
-    if reports:
-        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
+    stop_all(started)

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from admin_helpers import admin_get, free_tcp_port, wait_admin_ready
-from conftest import Proxy, fmt_addr
+from conftest import Proxy, fmt_addr, stop_all
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROTO_DIR = os.path.join(REPO, "src", "xds", "proto")
@@ -819,14 +819,7 @@ def manage(quilkin_bin, tmp_path, xds_pb):
         return p
 
     yield start
-    reports = []
-    for p in started:
-        p.kill()
-        found = p.sanitizer_reports()
-        if found:
-            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
-    if reports:
-        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
+    stop_all(started)
 
 
 # --------------------------------------------------------------------------
