@@ -54,9 +54,7 @@ struct manage_state {
     struct config *served; /* what the provider serves now (the ADS server owns its own) */
     atomic_bool healthy;
     _Atomic uint64_t loads_ok, loads_failed;
-    pthread_mutex_t lock; /* config_json */
-    char *config_json;
-    size_t config_json_len;
+    struct config_view view; /* /config */
 };
 
 static bool manage_live(void *ctx)
@@ -89,13 +87,7 @@ static int manage_metrics(void *ctx, struct strbuf *out)
 static int manage_config(void *ctx, struct strbuf *out)
 {
     struct manage_state *m = ctx;
-    pthread_mutex_lock(&m->lock);
-    if (m->config_json)
-        strbuf_append(out, m->config_json, m->config_json_len);
-    else
-        strbuf_printf(out, "null");
-    pthread_mutex_unlock(&m->lock);
-    return out->failed ? -ENOMEM : 0;
+    return config_view_render(&m->view, out);
 }
 
 /* spec cli.md §2.3, xds.md §8.1: with --region/--zone/--sub-zone, the unlocated group moves
@@ -215,15 +207,7 @@ static void load(struct manage_state *m, const struct manage_opts *o)
                   e.msg);
         return;
     }
-    struct strbuf json = {0};
-    config_dump_json(cfg, &json);
-    pthread_mutex_lock(&m->lock);
-    free(m->config_json);
-    m->config_json = json.failed ? NULL : json.buf;
-    m->config_json_len = json.failed ? 0 : json.len;
-    pthread_mutex_unlock(&m->lock);
-    if (json.failed)
-        strbuf_deinit(&json);
+    config_view_set(&m->view, cfg);
     LOG_INFO("xds", "serving %s: %zu cluster groups, %zu endpoints, %zu filters", o->path,
              cfg->n_groups, config_endpoint_count(cfg), cfg->n_filters);
     config_destroy(m->served);
@@ -303,7 +287,7 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
     struct manage_state *m = calloc(1, sizeof(*m));
     if (!m)
         return EXIT_RUNTIME;
-    pthread_mutex_init(&m->lock, NULL);
+    config_view_init(&m->view);
     int status = EXIT_RUNTIME, sig_fd = -1, epfd = -1;
     struct admin *admin = NULL;
     struct config_watch *watch = NULL;
@@ -386,9 +370,8 @@ out:
         close(sig_fd);
     if (epfd >= 0)
         close(epfd);
-    free(m->config_json);
     config_destroy(m->served);
-    pthread_mutex_destroy(&m->lock);
+    config_view_deinit(&m->view);
     free(m);
     return status;
 }

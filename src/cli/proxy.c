@@ -257,18 +257,10 @@ static void log_stats(const struct proxy_state *ps)
  * Control thread. */
 static void publish(struct proxy_state *ps, struct snapshot *snap)
 {
-    struct strbuf json = {0};
-    config_dump_json(snap->cfg, &json);
+    config_view_set(&ps->view, snap->cfg);
     atomic_store(&ps->n_groups, (uint32_t)snap->cfg->n_groups);
     atomic_store(&ps->n_endpoints, snap->n_eps);
     snapshot_publish(snap);
-    pthread_mutex_lock(&ps->config_lock);
-    free(ps->config_json);
-    ps->config_json = json.failed ? NULL : json.buf;
-    ps->config_json_len = json.failed ? 0 : json.len;
-    pthread_mutex_unlock(&ps->config_lock);
-    if (json.failed)
-        strbuf_deinit(&json);
 }
 
 /* Re-reads the config file and, when it is valid, swaps it in. Existing sessions stay in
@@ -379,7 +371,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     }
     parse_options(o, argc, argv);
     LOG_INFO("proxy", "Starting Quilkin version=%s", QK_VERSION);
-    pthread_mutex_init(&ps->config_lock, NULL);
+    config_view_init(&ps->view);
     atomic_init(&ps->control.draining, false);
     atomic_init(&ps->control.stopping, false);
 
@@ -559,8 +551,7 @@ out:
     config_watch_destroy(watch);
     if (sig_fd >= 0)
         close(sig_fd);
-    free(ps->config_json);
-    pthread_mutex_destroy(&ps->config_lock);
+    config_view_deinit(&ps->view);
     free(ps);
     free(o);
     if (status == 0)

@@ -26,11 +26,7 @@ bool proxy_is_ready(void *ctx)
 int proxy_render_config(void *ctx, struct strbuf *out)
 {
     struct proxy_state *ps = ctx;
-    pthread_mutex_lock(&ps->config_lock);
-    if (ps->config_json)
-        strbuf_append(out, ps->config_json, ps->config_json_len);
-    pthread_mutex_unlock(&ps->config_lock);
-    return out->failed ? -ENOMEM : 0;
+    return config_view_render(&ps->view, out);
 }
 
 struct reasons {

@@ -3,6 +3,7 @@
 #ifndef QK_CLI_PROXY_STATE_H
 #define QK_CLI_PROXY_STATE_H
 
+#include "config/dump.h"
 #include "proxy/worker.h"
 
 #include <pthread.h>
@@ -25,9 +26,7 @@ struct proxy_state {
     _Atomic uint32_t n_groups, n_endpoints;
     _Atomic uint64_t reloads_ok, reloads_failed;
     /* /config: the current config as JSON, rebuilt at each publish */
-    pthread_mutex_t config_lock; /* config_json; publish may run on the ADS thread */
-    char *config_json;
-    size_t config_json_len;
+    struct config_view view; /* /config; publish may run on the ADS thread */
 };
 
 /* Admin hooks (admin thread). */

@@ -153,3 +153,41 @@ int config_dump_json(const struct config *c, struct strbuf *out)
     strbuf_printf(out, ",\"version\":\"v1alpha1\"}");
     return out->failed ? -ENOMEM : 0;
 }
+
+void config_view_init(struct config_view *v)
+{
+    pthread_mutex_init(&v->lock, NULL);
+    v->json = NULL;
+    v->len = 0;
+}
+
+void config_view_deinit(struct config_view *v)
+{
+    free(v->json);
+    v->json = NULL;
+    pthread_mutex_destroy(&v->lock);
+}
+
+void config_view_set(struct config_view *v, const struct config *c)
+{
+    struct strbuf json = {0};
+    config_dump_json(c, &json);
+    if (json.failed)
+        strbuf_deinit(&json);
+    pthread_mutex_lock(&v->lock);
+    free(v->json);
+    v->json = json.buf; /* NULL after a failure: rendered as null */
+    v->len = json.len;
+    pthread_mutex_unlock(&v->lock);
+}
+
+int config_view_render(struct config_view *v, struct strbuf *out)
+{
+    pthread_mutex_lock(&v->lock);
+    if (v->json)
+        strbuf_append(out, v->json, v->len);
+    else
+        strbuf_printf(out, "null");
+    pthread_mutex_unlock(&v->lock);
+    return out->failed ? -ENOMEM : 0;
+}

@@ -87,6 +87,9 @@ int node_error(const struct node *n, struct err *e, const char *fmt, ...)
  * Constructors return NULL on OOM. The append functions take ownership of the child even
  * when they fail (it is freed), so calls can be chained without leaks; they return 0 or
  * -ENOMEM (also when the child is NULL, i.e. its constructor failed). */
+/* A childless node of any kind holding a copy of text[0..len) as its source text (the typed
+ * fields are the caller's to fill). Both the YAML parser and the builders below use it. */
+struct node *node_new_text(enum node_kind kind, const char *text, size_t len);
 struct node *node_new_null(void);
 struct node *node_new_bool(bool b);
 struct node *node_new_int(bool is_neg, uint64_t magnitude);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct node *new_node(enum node_kind kind, const char *text, size_t len)
+struct node *node_new_text(enum node_kind kind, const char *text, size_t len)
 {
     struct node *n = calloc(1, sizeof(*n));
     if (!n)
@@ -26,12 +26,12 @@ static struct node *new_node(enum node_kind kind, const char *text, size_t len)
 
 struct node *node_new_null(void)
 {
-    return new_node(NODE_NULL, "", 0);
+    return node_new_text(NODE_NULL, "", 0);
 }
 
 struct node *node_new_bool(bool b)
 {
-    struct node *n = new_node(NODE_BOOL, b ? "true" : "false", b ? 4 : 5);
+    struct node *n = node_new_text(NODE_BOOL, b ? "true" : "false", b ? 4 : 5);
     if (n)
         n->b = b;
     return n;
@@ -48,7 +48,7 @@ struct node *node_new_int(bool is_neg, uint64_t magnitude)
     } while (v);
     if (is_neg && magnitude)
         *--p = '-';
-    struct node *n = new_node(NODE_INT, p, (size_t)(text + sizeof(text) - p));
+    struct node *n = node_new_text(NODE_INT, p, (size_t)(text + sizeof(text) - p));
     if (n) {
         n->is_neg = is_neg && magnitude;
         n->u = magnitude;
@@ -59,17 +59,17 @@ struct node *node_new_int(bool is_neg, uint64_t magnitude)
 
 struct node *node_new_str(const char *s, size_t len)
 {
-    return new_node(NODE_STR, s, len);
+    return node_new_text(NODE_STR, s, len);
 }
 
 struct node *node_new_seq(void)
 {
-    return new_node(NODE_SEQ, "", 0);
+    return node_new_text(NODE_SEQ, "", 0);
 }
 
 struct node *node_new_map(void)
 {
-    return new_node(NODE_MAP, "", 0);
+    return node_new_text(NODE_MAP, "", 0);
 }
 
 /* Capacity is implied by the count: 4, 8, 16, ... so arrays grow when the count reaches a
@@ -91,7 +91,7 @@ struct node *node_clone(const struct node *n)
 {
     if (!n)
         return NULL;
-    struct node *c = new_node(n->kind, n->str, n->str_len);
+    struct node *c = node_new_text(n->kind, n->str, n->str_len);
     if (!c)
         return NULL;
     c->line = n->line;

@@ -45,19 +45,9 @@ void node_free(struct node *n)
 static struct node *node_new(enum node_kind kind, const yaml_mark_t *m, const char *text,
                              size_t len)
 {
-    struct node *n = calloc(1, sizeof(*n));
+    struct node *n = node_new_text(kind, text, len);
     if (!n)
         return NULL;
-    n->str = malloc(len + 1);
-    if (!n->str) {
-        free(n);
-        return NULL;
-    }
-    if (len)
-        memcpy(n->str, text, len);
-    n->str[len] = '\0';
-    n->str_len = len;
-    n->kind = kind;
     n->line = (unsigned)m->line + 1;
     n->col = (unsigned)m->column + 1;
     return n;

@@ -120,7 +120,13 @@ int ads_client_check_urls(const char *const *servers, size_t n, struct err *e)
 
 /* ---- metrics ------------------------------------------------------------------------- */
 
-static void count(struct ads_client *c, const char *cp, enum xds_kind kind, int which)
+enum counted {
+    COUNT_RESPONSE = 0,
+    COUNT_ACK,
+    COUNT_NACK,
+};
+
+static void count(struct ads_client *c, const char *cp, enum xds_kind kind, enum counted which)
 {
     pthread_mutex_lock(&c->lock);
     struct metric_row *row = NULL;
@@ -133,9 +139,9 @@ static void count(struct ads_client *c, const char *cp, enum xds_kind kind, int 
         row->kind = kind;
     }
     if (row) {
-        if (which == 0)
+        if (which == COUNT_RESPONSE)
             row->responses++;
-        else if (which == 1)
+        else if (which == COUNT_ACK)
             row->acks++;
         else
             row->nacks++;
@@ -236,7 +242,7 @@ static int handle_response(struct ads_client *c, struct grpc_client *g, const ui
         xds_response_free(&rs);
         return -EPROTO;
     }
-    count(c, cp, (enum xds_kind)kind, 0);
+    count(c, cp, (enum xds_kind)kind, COUNT_RESPONSE);
     atomic_store(&c->healthy, true);
 
     struct xds_request ack = {.version_info = rs.version_info,
@@ -332,11 +338,11 @@ answer:
         ack.has_error = true;
         ack.error_code = 3; /* INVALID_ARGUMENT */
         ack.error_message = e.msg;
-        count(c, cp, (enum xds_kind)kind, 2);
+        count(c, cp, (enum xds_kind)kind, COUNT_NACK);
         LOG_WARN("xds", "NACK %s version %s: %s", rs.type_url,
                  rs.version_info ? rs.version_info : "", e.msg);
     } else {
-        count(c, cp, (enum xds_kind)kind, 1);
+        count(c, cp, (enum xds_kind)kind, COUNT_ACK);
         LOG_DEBUG("xds", "ACK %s version %s (%zu resources)", rs.type_url,
                   rs.version_info ? rs.version_info : "", rs.n_resources);
     }
