@@ -2,11 +2,12 @@
 on loopback. A change to the provider file reaches both proxies' data paths (spec xds.md
 §7, §8.1, §5.3). Run with -s to see the measured propagation times."""
 
+import json
 import time
 
-from admin_helpers import wait_admin_ready
+from admin_helpers import admin_get, wait_admin_ready
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import SILENCE
+from conftest import READY_TIMEOUT, SILENCE, wait_until
 from xds_helpers import b64, request, write_by_rename, write_in_place
 from xds_helpers import manage, xds_pb  # noqa: F401  (fixtures)
 
@@ -33,11 +34,17 @@ def file_for(*endpoints, filters=""):
     return "\n".join(out) + "\n" + filters
 
 
-def start_proxies(quilkin, m, n=2):
+def start_proxies(quilkin, m, n=2, n_filters=0):
+    """Starts n proxies fed by ``m``. /ready turns 200 after the first response (spec
+    admin.md section 3), which may be the Cluster before the Listener: with ``n_filters``
+    also wait until /config shows that many filters."""
     ps = [quilkin("-m", m.url, config=f"version: v1alpha1\nid: e2e-proxy-{i}\n")
           for i in range(1, n + 1)]
     for p in ps:
         wait_admin_ready(p)
+        if n_filters:
+            wait_until(lambda: len(json.loads(admin_get(p, "/config").body)["filters"])
+                       == n_filters, READY_TIMEOUT, what=f"{n_filters} filters on /config")
     return ps
 
 
@@ -115,7 +122,7 @@ def test_endpoint_move_propagates_to_both_proxies(manage, quilkin, servers, clie
 def test_token_routing_from_manage_file(manage, quilkin, servers, clients):
     a, b = tagged(servers, b"a:"), tagged(servers, b"b:")
     m = manage(file_for((a, [b"aaa"]), (b, [b"bbb"]), filters=CHAIN), ident="e2e-manager")
-    ps = start_proxies(quilkin, m)
+    ps = start_proxies(quilkin, m, n_filters=2)
     cs = [clients(p.port) for p in ps]
     for k, c in enumerate(cs):
         assert c.request(b"x%daaa" % k)[0] == b"a:x%d" % k
