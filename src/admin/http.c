@@ -1,4 +1,7 @@
-/* libmicrohttpd glue: route on method + exact path, render through the hooks, answer. */
+/* libmicrohttpd glue: route on method + exact path, render through the hooks, answer.
+ * The daemon runs on its own thread with epoll (poll where MHD lacks it), never select():
+ * a proxy holds one descriptor per session, so admin connections get numbers far above
+ * FD_SETSIZE and a select() server would refuse them (a liveness probe would then fail). */
 #include "admin/http.h"
 
 #include "base/err.h"
@@ -74,6 +77,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                   : reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "", 0, NULL);
     }
     if (strcmp(url, "/ready") == 0 || strcmp(url, "/readyz") == 0) {
+        /* draining (extension): 503 so a load balancer stops sending new players here */
+        if (h->is_draining && h->is_draining(h->ctx))
+            return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", 8, "text/plain");
         bool ok = h->is_ready && h->is_ready(h->ctx);
         return ok ? reply(conn, MHD_HTTP_OK, "ok", 2, "text/plain")
                   : reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "", 0, NULL);
@@ -101,7 +107,7 @@ struct admin *admin_start(const struct addr *listen, const struct admin_hooks *h
         struct sockaddr_in6 v6;
     } sa;
     memset(&sa, 0, sizeof(sa));
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_ERROR_LOG;
     if (listen->family == AF_INET) {
         sa.v4.sin_family = AF_INET;
         sa.v4.sin_port = htons(listen->port);
@@ -114,10 +120,16 @@ struct admin *admin_start(const struct addr *listen, const struct admin_hooks *h
         if (IN6_IS_ADDR_UNSPECIFIED(&sa.v6.sin6_addr))
             flags |= MHD_USE_DUAL_STACK; /* [::] also serves IPv4 clients */
     }
-    a->daemon = MHD_start_daemon(flags, listen->port, NULL, NULL, handle, a,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    /* epoll where this libmicrohttpd has it, else poll(): both take any descriptor number */
+    static const unsigned modes[] = {MHD_USE_EPOLL_INTERNAL_THREAD, MHD_USE_POLL_INTERNAL_THREAD};
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]) && !a->daemon; m++) {
+        if (modes[m] == MHD_USE_EPOLL_INTERNAL_THREAD && MHD_is_feature_supported(MHD_FEATURE_EPOLL) != MHD_YES)
+            continue;
+        a->daemon = MHD_start_daemon(flags | modes[m], listen->port, NULL, NULL, handle, a,
+                                     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    }
     if (!a->daemon) {
         char text[ADDR_STR_CAP];
         err_set(e, "cannot start the admin server on %s (address in use or not available)",

@@ -15,6 +15,8 @@ struct strbuf;
 struct admin_hooks {
     bool (*is_live)(void *ctx);
     bool (*is_ready)(void *ctx);
+    /* NULL, or true while shutting down: /ready then answers 503 (before is_ready). */
+    bool (*is_draining)(void *ctx);
     /* Appends Prometheus text; returns 0 or a negative errno (-> 500). */
     int (*render_metrics)(void *ctx, struct strbuf *out);
     /* Appends the running config as JSON; returns 0 or a negative errno (-> 500). */

@@ -392,6 +392,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     /* spec cli.md §2.1 step 1: the admin server starts first; a bind failure is fatal */
     struct admin_hooks hooks = {.is_live = is_live,
                                 .is_ready = proxy_is_ready,
+                                .is_draining = proxy_is_draining,
                                 .render_metrics = proxy_render_metrics,
                                 .render_config = proxy_render_config,
                                 .ctx = ps};

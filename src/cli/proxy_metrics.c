@@ -23,6 +23,12 @@ bool proxy_is_ready(void *ctx)
     return atomic_load(&ps->n_endpoints) > 0;
 }
 
+bool proxy_is_draining(void *ctx)
+{
+    struct proxy_state *ps = ctx;
+    return atomic_load(&ps->control.draining);
+}
+
 int proxy_render_config(void *ctx, struct strbuf *out)
 {
     struct proxy_state *ps = ctx;
