@@ -29,7 +29,7 @@ uint16_t cli_parse_u16(const char *opt, const char *text);
 uint64_t cli_parse_u64(const char *opt, const char *text);
 bool cli_parse_bool_env(const char *var, const char *text);
 
-/* Blocks SIGINT/SIGTERM in the calling thread (call it before starting any thread, so all
+/* Blocks SIGINT/SIGTERM/SIGHUP in the calling thread (call it before starting any thread, so all
  * inherit the mask; the command then reads them from a signalfd) and ignores SIGPIPE.
  * *sigs receives the blocked set. */
 void cli_block_signals(sigset_t *sigs);

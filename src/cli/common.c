@@ -15,6 +15,7 @@ void cli_block_signals(sigset_t *sigs)
     sigemptyset(sigs);
     sigaddset(sigs, SIGINT);
     sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGHUP); /* a reload request from process managers, never an exit */
     pthread_sigmask(SIG_BLOCK, sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 }

@@ -1,6 +1,7 @@
 /* `quilkin manage file PATH` (spec cli.md §2.3, xds.md §7-§8.1): an ADS server fed by the
- * file provider. The file is watched (in-place writes and replacement by rename); a bad
- * file keeps the last good state served, and is logged and counted. */
+ * file provider. The file is watched (in-place writes, replacement by rename, symlink swaps
+ * such as Kubernetes ConfigMap updates) and re-read on SIGHUP; a bad file keeps the last
+ * good state served, and is logged and counted. */
 #include "admin/http.h"
 #include "base/clock.h"
 #include "base/err.h"
@@ -31,6 +32,7 @@
 
 #define DEFAULT_MANAGE_PORT 7800
 #define PROVIDER_DEBOUNCE_NS (50 * 1000000ull) /* spec xds.md §8.1: wait 50 ms */
+#define WATCH_CHECK_NS (1000 * 1000000ull)      /* fallback identity check of the file */
 
 static const char manage_usage[] =
     "Run Quilkin as an xDS management server\n"
@@ -333,12 +335,11 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
     load(m, &o);
     LOG_INFO("xds", "xDS server listening on [::]:%u (gRPC, h2c)", ads_server_port(m->ads));
     LOG_INFO("xds", "Quilkin is ready");
-    uint64_t load_at = 0;
+    uint64_t load_at = 0, check_at = clock_mono_ns() + WATCH_CHECK_NS;
     for (;;) {
-        int timeout = 1000;
         uint64_t now = clock_mono_ns();
-        if (load_at)
-            timeout = load_at > now ? (int)((load_at - now) / 1000000 + 1) : 0;
+        uint64_t wake = load_at && load_at < check_at ? load_at : check_at;
+        int timeout = wake > now ? (int)((wake - now) / 1000000 + 1) : 0;
         int r = ads_server_poll(m->ads, timeout, epfd);
         if (r < 0) {
             LOG_ERROR("xds", "xDS server failed: %s", strerror(-r));
@@ -348,14 +349,31 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
             struct epoll_event evs[4];
             int n = epoll_wait(epfd, evs, 4, 0);
             for (int i = 0; i < n; i++) {
-                if (evs[i].data.fd == sig_fd) {
-                    LOG_INFO("xds", "signal received: shutting down");
-                    status = 0;
-                    goto out;
+                struct signalfd_siginfo si;
+                if (evs[i].data.fd != sig_fd) {
+                    if (config_watch_changed(watch))
+                        load_at = clock_mono_ns() + PROVIDER_DEBOUNCE_NS;
+                    continue;
                 }
-                if (config_watch_changed(watch))
-                    load_at = clock_mono_ns() + PROVIDER_DEBOUNCE_NS;
+                while (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                    if (si.ssi_signo != SIGHUP) {
+                        LOG_INFO("xds", "signal received: shutting down");
+                        status = 0;
+                        goto out;
+                    }
+                    /* a reload request (systemd ExecReload, supervisord): re-read now */
+                    LOG_INFO("xds", "SIGHUP: re-reading %s", o.path);
+                    config_watch_check(watch);
+                    load_at = 0;
+                    load(m, &o);
+                }
             }
+        }
+        now = clock_mono_ns();
+        if (now >= check_at) {
+            check_at = now + WATCH_CHECK_NS;
+            if (config_watch_check(watch)) /* fallback for file systems without inotify */
+                load_at = now + PROVIDER_DEBOUNCE_NS;
         }
         if (load_at && clock_mono_ns() >= load_at) {
             load_at = 0;

@@ -39,6 +39,7 @@
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
 #define GAME_SOCKET_BUF (4 * 1024 * 1024)
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
+#define WATCH_CHECK_NS (1000 * 1000000ull)    /* fallback identity check of the file */
 
 static const char proxy_usage[] =
     "Run Quilkin as a UDP reverse game server proxy\n"
@@ -292,41 +293,74 @@ static void reload(struct proxy_state *ps, const char *path, const struct proxy_
     LOG_INFO("config", "reloaded %s: %u endpoints, %zu filters", path, n_eps, n_filters);
 }
 
-/* The control thread's loop: signals (signalfd) and config-file changes (inotify). The
- * first SIGINT/SIGTERM starts the drain of spec cli.md §5 (client traffic still forwarded,
- * replies no longer relayed, exit once every session expired); a second exits at once. */
+/* What SIGHUP does (systemd's ExecReload, supervisord, operators): re-read the config file
+ * now, by the same rules as a change seen by the watch. Never ends the process. */
+static void on_sighup(struct proxy_state *ps, struct config_watch *watch, const char *path,
+                      bool draining, const struct proxy_opts *o)
+{
+    if (o->n_management_servers) {
+        LOG_INFO("config", "SIGHUP: the configuration comes from the management server; "
+                           "nothing to re-read");
+    } else if (!path[0]) {
+        LOG_WARN("config", "SIGHUP: no configuration file was loaded; nothing to re-read");
+    } else if (draining) {
+        LOG_INFO("config", "SIGHUP: shutting down; %s is not re-read", path);
+    } else {
+        LOG_INFO("config", "SIGHUP: re-reading %s", path);
+        if (watch)
+            config_watch_check(watch); /* take in the file's identity: no second reload */
+        reload(ps, path, o);
+    }
+}
+
+/* The control thread's loop: signals (signalfd) and config-file changes (inotify, plus a
+ * once-a-second identity check for file systems without inotify). The first SIGINT/SIGTERM
+ * starts the drain of spec cli.md §5 (client traffic still forwarded, replies no longer
+ * relayed, exit once every session expired); a second exits at once. SIGHUP reloads. */
 static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch *watch,
                          const char *path, const struct proxy_opts *o)
 {
     bool draining = false;
     uint64_t reload_at = 0; /* debounce: reload once writes have been quiet for a while */
+    uint64_t check_at = clock_mono_ns() + WATCH_CHECK_NS;
     for (;;) {
         struct pollfd pfd[2] = {{.fd = sig_fd, .events = POLLIN},
                                 {.fd = watch ? config_watch_fd(watch) : -1, .events = POLLIN}};
-        int timeout = 1000;
         uint64_t now = clock_mono_ns();
-        if (reload_at)
-            timeout = reload_at > now ? (int)((reload_at - now) / 1000000 + 1) : 0;
+        uint64_t wake = reload_at && reload_at < check_at ? reload_at : check_at;
+        int timeout = wake > now ? (int)((wake - now) / 1000000 + 1) : 0;
+        if (timeout > 1000)
+            timeout = 1000; /* the drain checks the session count once a second */
         int n = poll(pfd, 2, timeout);
         if (n == -1 && errno != EINTR)
             return;
         if (n > 0 && (pfd[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                if (draining) {
+                if (si.ssi_signo == SIGHUP) {
+                    on_sighup(ps, watch, path, draining, o);
+                    reload_at = 0;
+                } else if (draining) {
                     LOG_INFO("proxy", "second signal: exiting now");
                     return;
+                } else {
+                    draining = true;
+                    atomic_store(&ps->control.draining, true);
+                    LOG_INFO("proxy",
+                             "shutting down: draining %u sessions (replies are no longer "
+                             "relayed, /ready answers 503; signal again to exit now)",
+                             total_sessions(ps));
                 }
-                draining = true;
-                atomic_store(&ps->control.draining, true);
-                LOG_INFO("proxy",
-                         "shutting down: draining %u sessions (replies are no longer "
-                         "relayed; signal again to exit now)",
-                         total_sessions(ps));
             }
         }
         if (n > 0 && watch && (pfd[1].revents & POLLIN) && config_watch_changed(watch))
             reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
+        now = clock_mono_ns();
+        if (watch && now >= check_at) {
+            check_at = now + WATCH_CHECK_NS;
+            if (config_watch_check(watch))
+                reload_at = now + RELOAD_DEBOUNCE_NS;
+        }
         if (reload_at && clock_mono_ns() >= reload_at) {
             reload_at = 0;
             if (!draining)

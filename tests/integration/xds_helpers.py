@@ -787,17 +787,19 @@ def manage(quilkin_bin, tmp_path, xds_pb):
     """Factory that starts ``quilkin --admin-address 127.0.0.1:A -c OWN manage --port X
     [ARGS] file PATH`` and waits for "Quilkin is ready".
 
-    ``manage(file_text, *manage_args, ident="manage-test", wait=True)``: ``file_text`` is
-    written to the provider file (``p.file_path``); ``OWN`` only sets the server id. The
+    ``manage(file_text, *manage_args, ident="manage-test", wait=True, path=None)``:
+    ``file_text`` is written to the provider file (``p.file_path``) unless ``path`` names
+    one the caller prepared; ``OWN`` only sets the server id. The
     returned Proxy has ``xds_port``, ``target`` ("127.0.0.1:X"), ``url`` ("http://...") and
     ``admin_host``/``admin_port``. SIGKILLed at teardown; sanitizer reports fail the test.
     """
     started = []
 
-    def start(file_text, *manage_args, ident="manage-test", wait=True):
+    def start(file_text, *manage_args, ident="manage-test", wait=True, path=None):
         n = len(started)
-        path = tmp_path / f"provider-{n}.yaml"
-        path.write_text(file_text)
+        if path is None:  # else the caller prepared the provider file (e.g. a symlink)
+            path = tmp_path / f"provider-{n}.yaml"
+            path.write_text(file_text)
         own = tmp_path / f"manage-own-{n}.yaml"
         own.write_text(f"version: v1alpha1\nid: {ident}\n")
         admin_port = free_tcp_port()
