@@ -144,7 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     struct fuzz_env env = {0};
-    if (snapshot_create(cfg, 1, &env.snap, &e) != 0) {
+    if (snapshot_create(cfg, 1, NULL, &env.snap, &e) != 0) {
         config_destroy(cfg); /* still ours on failure */
         return 0;
     }

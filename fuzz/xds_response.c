@@ -156,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     drop_dns_names(cfg);
     struct snapshot *snap = NULL;
-    if (snapshot_create(cfg, 1, &snap, &e) == 0)
+    if (snapshot_create(cfg, 1, NULL, &snap, &e) == 0)
         snapshot_destroy(snap); /* owns cfg */
     else
         config_destroy(cfg);

@@ -277,7 +277,7 @@ static void reload(struct proxy_state *ps, const char *path, const struct proxy_
         rc = err_set(&e, "out of memory");
     if (rc == 0 && config_endpoint_count(cfg) == 0)
         rc = err_set(&e, "the new configuration has no endpoint; keeping the current one");
-    if (rc == 0 && snapshot_create(cfg, ps->n_workers, &snap, &e) < 0)
+    if (rc == 0 && snapshot_create(cfg, ps->n_workers, snapshot_current(), &snap, &e) < 0)
         rc = -EINVAL;
     if (rc < 0) {
         config_destroy(cfg);
@@ -287,10 +287,11 @@ static void reload(struct proxy_state *ps, const char *path, const struct proxy_
         return;
     }
     uint32_t n_eps = snap->n_eps;
-    size_t n_filters = snap->chain.n;
+    size_t n_filters = snap->chain.n, n_kept = snap->chain.n_kept;
     publish(ps, snap);
     atomic_fetch_add(&ps->reloads_ok, 1);
-    LOG_INFO("config", "reloaded %s: %u endpoints, %zu filters", path, n_eps, n_filters);
+    LOG_INFO("config", "reloaded %s: %u endpoints, %zu filters (%zu kept with their state)",
+             path, n_eps, n_filters, n_kept);
 }
 
 /* What SIGHUP does (systemd's ExecReload, supervisord, operators): re-read the config file
@@ -376,14 +377,15 @@ static int xds_apply(void *ctx, struct config *cfg, struct err *e)
 {
     struct proxy_state *ps = ctx;
     struct snapshot *snap = NULL;
-    if (snapshot_create(cfg, ps->n_workers, &snap, e) < 0) {
+    if (snapshot_create(cfg, ps->n_workers, snapshot_current(), &snap, e) < 0) {
         config_destroy(cfg);
         return -EINVAL;
     }
     uint32_t n_eps = snap->n_eps;
-    size_t n_filters = snap->chain.n;
+    size_t n_filters = snap->chain.n, n_kept = snap->chain.n_kept;
     publish(ps, snap);
-    LOG_INFO("xds", "applied update: %u endpoints, %zu filters", n_eps, n_filters);
+    LOG_INFO("xds", "applied update: %u endpoints, %zu filters (%zu kept with their state)",
+             n_eps, n_filters, n_kept);
     return 0;
 }
 
@@ -471,7 +473,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     if (n_workers > MAX_WORKERS)
         n_workers = MAX_WORKERS;
     metrics_init(n_workers); /* before any filter registers a series */
-    if (snapshot_create(cfg, n_workers, &snap, &e) < 0) {
+    if (snapshot_create(cfg, n_workers, NULL, &snap, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
         goto out;

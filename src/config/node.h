@@ -102,4 +102,8 @@ int node_map_append(struct node *map, const char *key, size_t key_len, struct no
 /* Deep copy (positions kept). NULL on OOM or when n is NULL. */
 struct node *node_clone(const struct node *n);
 
+/* Same tree, ignoring positions: kinds, source texts, items and pairs in order. Two NULLs
+ * are equal. Recursion depth is the tree's (bounded by the YAML parser and xDS decoders). */
+bool node_equal(const struct node *a, const struct node *b);
+
 #endif

@@ -143,3 +143,23 @@ int node_map_append(struct node *map, const char *key, size_t key_len, struct no
     map->n_pairs++;
     return 0;
 }
+
+bool node_equal(const struct node *a, const struct node *b)
+{
+    if (!a || !b)
+        return a == b;
+    /* kind and source text, not the decoded value: `0x10` and `16` count as different, which
+     * can only cost an unneeded rebuild, never keep a filter whose config changed */
+    if (a->kind != b->kind || a->str_len != b->str_len ||
+        memcmp(a->str, b->str, a->str_len) != 0 || a->n_items != b->n_items ||
+        a->n_pairs != b->n_pairs)
+        return false;
+    for (size_t i = 0; i < a->n_items; i++)
+        if (!node_equal(a->items[i], b->items[i]))
+            return false;
+    for (size_t i = 0; i < a->n_pairs; i++)
+        if (!node_equal(a->pairs[i].key, b->pairs[i].key) ||
+            !node_equal(a->pairs[i].value, b->pairs[i].value))
+            return false;
+    return true;
+}

@@ -11,6 +11,8 @@
 #include "filters/registry.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,42 +168,151 @@ static int timing_lookup(struct filter *f, const char *name)
     return f->read_hist && f->write_hist ? 0 : -ENOMEM;
 }
 
-int chain_build(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
-                const struct filter_build *b, struct err *e)
+/* A chain entry: the filter instance plus what it was built from, so the next build can tell
+ * whether it may be reused. Shared by every chain that holds it (refs). */
+struct chain_entry {
+    struct filter f; /* first: chain->filters[i] points here */
+    char *name;      /* owned */
+    struct node *config; /* owned copy of the entry's config (NULL when absent) */
+    _Atomic unsigned refs;
+};
+
+static struct chain_entry *entry_of(struct filter *f)
+{
+    return (struct chain_entry *)(void *)f; /* f is the first member */
+}
+
+static void entry_release(struct filter *f)
+{
+    struct chain_entry *en = entry_of(f);
+    if (atomic_fetch_sub(&en->refs, 1) != 1)
+        return;
+    filter_deinit(&en->f);
+    free(en->name);
+    node_free(en->config);
+    free(en);
+}
+
+static bool entry_matches(const struct chain_entry *en, const struct filter_cfg *cfg)
+{
+    const char *label = en->f.label;
+    return strcmp(en->name, cfg->name) == 0 &&
+           (label && cfg->label ? strcmp(label, cfg->label) == 0 : label == cfg->label) &&
+           node_equal(en->config, cfg->config);
+}
+
+/* The entry of prev that cfgs[i] reuses, or -1. taken[] marks prev entries already paired
+ * with an earlier cfg (first come, first served, in order). */
+static ptrdiff_t find_reusable(const struct filter_cfg *cfg, const struct chain *prev,
+                               bool *taken)
+{
+    if (!prev)
+        return -1;
+    for (size_t j = 0; j < prev->n; j++) {
+        if (!taken[j] && entry_matches(entry_of(prev->filters[j]), cfg)) {
+            taken[j] = true;
+            return (ptrdiff_t)j;
+        }
+    }
+    return -1;
+}
+
+size_t chain_count_reusable(const struct filter_cfg *cfgs, size_t n, const struct chain *prev)
+{
+    if (!prev || prev->n == 0)
+        return 0;
+    bool *taken = calloc(prev->n, sizeof(*taken));
+    if (!taken)
+        return 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        kept += find_reusable(&cfgs[i], prev, taken) >= 0;
+    free(taken);
+    return kept;
+}
+
+static int build_entry(struct filter **out, const struct filter_cfg *cfg,
+                       const struct filter_build *b, struct err *e)
+{
+    struct chain_entry *en = calloc(1, sizeof(*en));
+    if (!en || !(en->name = strdup(cfg->name)) ||
+        (cfg->config && !(en->config = node_clone(cfg->config)))) {
+        if (en)
+            free(en->name);
+        free(en);
+        return err_set(e, "out of memory building filter `%s`", cfg->name), -ENOMEM;
+    }
+    int rc = filter_build_one(&en->f, cfg->name, cfg->label, cfg->config, b, e);
+    if (rc == 0 && (rc = timing_lookup(&en->f, cfg->name)) < 0) {
+        filter_deinit(&en->f);
+        err_set(e, "out of memory building filter `%s`", cfg->name);
+    }
+    if (rc < 0) {
+        free(en->name);
+        node_free(en->config);
+        free(en);
+        return rc;
+    }
+    atomic_init(&en->refs, 1);
+    *out = &en->f;
+    return 0;
+}
+
+int chain_build_from(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
+                     const struct filter_build *b, const struct chain *prev, struct err *e)
 {
     ch->filters = NULL;
     ch->n = 0;
+    ch->n_kept = 0;
     if (n == 0)
         return 0;
-    struct filter *fs = calloc(n, sizeof(*fs));
-    if (!fs)
+    struct filter **fs = calloc(n, sizeof(*fs));
+    bool *taken = prev && prev->n ? calloc(prev->n, sizeof(*taken)) : NULL;
+    if (!fs || (prev && prev->n && !taken)) {
+        free(fs);
+        free(taken);
         return err_set(e, "out of memory building the filter chain"), -ENOMEM;
+    }
+    size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        int rc = filter_build_one(&fs[i], cfgs[i].name, cfgs[i].label, cfgs[i].config, b, e);
-        if (rc == 0 && (rc = timing_lookup(&fs[i], cfgs[i].name)) < 0) {
-            filter_deinit(&fs[i]);
-            err_set(e, "out of memory building filter `%s`", cfgs[i].name);
+        ptrdiff_t j = find_reusable(&cfgs[i], prev, taken);
+        if (j >= 0) {
+            fs[i] = prev->filters[j];
+            atomic_fetch_add(&entry_of(fs[i])->refs, 1);
+            kept++;
+            continue;
         }
+        int rc = build_entry(&fs[i], &cfgs[i], b, e);
         if (rc < 0) {
             locate(e, &cfgs[i], i);
-            for (size_t j = 0; j < i; j++)
-                filter_deinit(&fs[j]);
+            for (size_t k = 0; k < i; k++)
+                entry_release(fs[k]);
             free(fs);
+            free(taken);
             return rc;
         }
     }
+    free(taken);
     ch->filters = fs;
     ch->n = n;
+    ch->n_kept = kept;
     return 0;
+}
+
+int chain_build(struct chain *ch, const struct filter_cfg *cfgs, size_t n,
+                const struct filter_build *b, struct err *e)
+{
+    return chain_build_from(ch, cfgs, n, b, NULL, e);
 }
 
 void chain_deinit(struct chain *ch)
 {
     for (size_t i = 0; i < ch->n; i++)
-        filter_deinit(&ch->filters[i]);
+        entry_release(ch->filters[i]);
     free(ch->filters);
     ch->filters = NULL;
     ch->n = 0;
+    ch->n_kept = 0;
 }
 
 /* The sampled runs: one clock read per filter boundary, observed even when the filter
@@ -210,7 +321,7 @@ static enum verdict read_timed(const struct chain *ch, struct pkt_ctx *c)
 {
     uint64_t t0 = clock_mono_ns();
     for (size_t i = 0; i < ch->n; i++) {
-        const struct filter *f = &ch->filters[i];
+        const struct filter *f = ch->filters[i];
         enum verdict v = f->ops->read ? f->ops->read(f, c) : VERDICT_PASS;
         uint64_t t1 = clock_mono_ns();
         if (f->read_hist)
@@ -226,7 +337,7 @@ static enum verdict write_timed(const struct chain *ch, struct pkt_ctx *c)
 {
     uint64_t t0 = clock_mono_ns();
     for (size_t i = ch->n; i-- > 0;) {
-        const struct filter *f = &ch->filters[i];
+        const struct filter *f = ch->filters[i];
         enum verdict v = f->ops->write ? f->ops->write(f, c) : VERDICT_PASS;
         uint64_t t1 = clock_mono_ns();
         if (f->write_hist)
@@ -243,7 +354,7 @@ enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c)
     if (c->is_sampled)
         return read_timed(ch, c);
     for (size_t i = 0; i < ch->n; i++) {
-        const struct filter *f = &ch->filters[i];
+        const struct filter *f = ch->filters[i];
         if (f->ops->read && f->ops->read(f, c) != VERDICT_PASS)
             return VERDICT_DROP;
     }
@@ -255,7 +366,7 @@ enum verdict chain_write(const struct chain *ch, struct pkt_ctx *c)
     if (c->is_sampled)
         return write_timed(ch, c);
     for (size_t i = ch->n; i-- > 0;) {
-        const struct filter *f = &ch->filters[i];
+        const struct filter *f = ch->filters[i];
         if (f->ops->write && f->ops->write(f, c) != VERDICT_PASS)
             return VERDICT_DROP;
     }

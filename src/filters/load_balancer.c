@@ -1,12 +1,14 @@
 /* LoadBalancer (spec filters.md §8): narrows the read endpoint list to exactly one element,
- * chosen round robin, at random or by a hash of the client address. Per-worker counters and
- * generator state; write is a no-op. */
+ * chosen round robin, at random or by a hash of the client address. One round-robin counter
+ * for the whole instance (all clients, all workers), per-worker generator state; write is a
+ * no-op. */
 #include "base/clock.h"
 #include "base/err.h"
 #include "config/node.h"
 #include "filters/filter.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,15 +30,17 @@ struct lb_args {
 
 /* Worker w's slot of f->per_worker (one cache line, written only by worker w). */
 struct lb_worker {
-    /* spec §8 has ONE round-robin counter per filter shared by all clients. Here each
-     * worker round-robins independently: the distribution stays even, no cache line is
-     * shared between cores, and since SO_REUSEPORT pins a client to one worker, the
-     * packets of one client still cycle exactly through the list. */
-    uint64_t rr;
     uint64_t rng; /* xorshift64* state, never 0 */
 } __attribute__((aligned(64)));
 
 _Static_assert(sizeof(struct lb_worker) == 64, "one cache line per worker slot");
+
+/* f->state: spec §8's ONE round-robin sequence per filter instance, shared by every client
+ * and every worker. A relaxed atomic add per ROUND_ROBIN packet: the line moves between the
+ * cores that use this filter, which costs far less than a lock, and only this policy pays. */
+struct lb_state {
+    _Atomic uint64_t rr;
+} __attribute__((aligned(64)));
 
 static int lb_from_yaml(void *args, const struct node *n, struct err *e)
 {
@@ -67,9 +71,15 @@ static int lb_create(struct filter *f, const struct filter_build *b, struct err 
 {
     unsigned n = b->n_workers ? b->n_workers : 1;
     struct lb_worker *w = aligned_alloc(64, n * sizeof(*w));
-    if (!w)
+    struct lb_state *s = aligned_alloc(64, sizeof(*s));
+    if (!w || !s) {
+        free(w);
+        free(s);
         return err_set(e, "out of memory"), -ENOMEM;
+    }
     memset(w, 0, n * sizeof(*w));
+    atomic_init(&s->rr, 0);
+    f->state = s;
     /* RANDOM only needs distinct, unpredictable-enough streams: seed from the clocks */
     uint64_t seed = clock_mono_ns() ^ (clock_unix_ns() << 17) ^ (uint64_t)(uintptr_t)w;
     for (unsigned i = 0; i < n; i++) {
@@ -84,7 +94,9 @@ static int lb_create(struct filter *f, const struct filter_build *b, struct err 
 static void lb_destroy(struct filter *f)
 {
     free(f->per_worker);
+    free(f->state);
     f->per_worker = NULL;
+    f->state = NULL;
 }
 
 static uint64_t xorshift64star(uint64_t *s)
@@ -112,10 +124,13 @@ static enum verdict lb_read(const struct filter *f, struct pkt_ctx *c)
         pick = n ? addr_hash(&c->src, LB_HASH_SEED) % n : 0;
         break;
     case LB_ROUND_ROBIN:
-    default:
-        pick = n ? w->rr % n : 0;
-        w->rr++; /* every packet counts, as in v0.7.0 */
+    default: {
+        /* every packet counts, as in v0.7.0, empty list included */
+        struct lb_state *s = f->state;
+        uint64_t rr = atomic_fetch_add_explicit(&s->rr, 1, memory_order_relaxed);
+        pick = n ? rr % n : 0;
         break;
+    }
     }
     if (n == 0)
         return VERDICT_PASS; /* spec §8: an empty list stays empty (v0.7.0 crashed) */

@@ -19,7 +19,8 @@
 enum { DIR_READ = 0, DIR_WRITE = 1, N_DIRS = 2 };
 
 /* A nested filter as written: name and label owned; config borrowed from the YAML tree,
- * which the caller of from_yaml keeps alive until create() has built the filter. */
+ * which the caller of from_yaml keeps alive until create() has built the filter. create()
+ * clears it: the filter may outlive that tree (a reload keeps unchanged filters). */
 struct match_target {
     char *name;
     char *label;
@@ -334,6 +335,13 @@ static int match_create(struct filter *f, const struct filter_build *b, struct e
             match_destroy(f);
             return rc;
         }
+    }
+    /* the children are built: drop the borrowed config pointers before the tree goes */
+    struct match_args *owned = f->args;
+    for (int d = 0; d < N_DIRS; d++) {
+        for (size_t i = 0; i < owned->dir[d].n_branches; i++)
+            owned->dir[d].branches[i].target.config = NULL;
+        owned->dir[d].fallthrough.config = NULL;
     }
     return 0;
 }

@@ -87,6 +87,18 @@ int keytab_intern(struct keytab *t, const char *name)
     return (int)t->n++;
 }
 
+int keytab_copy(struct keytab *dst, const struct keytab *src)
+{
+    for (uint32_t i = 0; i < src->n; i++) {
+        int id = keytab_intern(dst, src->names[i]);
+        if (id < 0)
+            return id;
+        if ((uint32_t)id != i)
+            return -EINVAL; /* dst was not empty: ids would move */
+    }
+    return 0;
+}
+
 const char *keytab_name(const struct keytab *t, uint32_t id)
 {
     return id < t->n ? t->names[id] : NULL;

@@ -64,6 +64,11 @@ struct keytab {
 /* Returns the key's id (existing or new), or -ENOMEM. */
 int keytab_intern(struct keytab *t, const char *name);
 
+/* Interns every name of src into the empty table dst, so each keeps its id (a new snapshot
+ * that keeps filters of the previous one must give their interned keys the same ids).
+ * 0, -ENOMEM, or -EINVAL when dst was not empty. */
+int keytab_copy(struct keytab *dst, const struct keytab *src);
+
 /* Name of an id (for logs and /config), or NULL. */
 const char *keytab_name(const struct keytab *t, uint32_t id);
 

@@ -65,8 +65,8 @@ static void resolve(const char *host, uint16_t port, struct addr *out)
     freeaddrinfo(res);
 }
 
-int snapshot_create(struct config *cfg, unsigned n_workers, struct snapshot **out,
-                    struct err *e)
+int snapshot_create(struct config *cfg, unsigned n_workers, const struct snapshot *prev,
+                    struct snapshot **out, struct err *e)
 {
     struct snapshot *s = calloc(1, sizeof(*s));
     if (!s)
@@ -103,8 +103,20 @@ int snapshot_create(struct config *cfg, unsigned n_workers, struct snapshot **ou
         free(s);
         return err_set(e, "out of memory building the token index"), -ENOMEM;
     }
+    /* Filters kept from prev keep the metadata key ids they interned: start from prev's
+     * table. Only then, so a chain rebuilt from scratch also drops keys no longer used. */
+    const struct chain *prev_chain = prev ? &prev->chain : NULL;
+    if (chain_count_reusable(cfg->filters, cfg->n_filters, prev_chain) == 0)
+        prev_chain = NULL;
+    if (prev_chain && keytab_copy(&s->keys, &prev->keys) < 0) {
+        token_index_destroy(s->tokens);
+        keytab_deinit(&s->keys);
+        free(s->eps);
+        free(s);
+        return err_set(e, "out of memory building the configuration snapshot"), -ENOMEM;
+    }
     struct filter_build b = {.keys = &s->keys, .n_workers = n_workers};
-    rc = chain_build(&s->chain, cfg->filters, cfg->n_filters, &b, e);
+    rc = chain_build_from(&s->chain, cfg->filters, cfg->n_filters, &b, prev_chain, e);
     if (rc < 0) {
         token_index_destroy(s->tokens);
         keytab_deinit(&s->keys);

@@ -29,10 +29,13 @@ struct snapshot {
 };
 
 /* Builds a snapshot from cfg: resolves DNS names (blocking: control thread only), builds the
- * chain with per-worker state for n_workers. On success takes ownership of cfg and returns 0;
- * on failure returns -EINVAL/-ENOMEM with e set, and cfg still belongs to the caller. */
-int snapshot_create(struct config *cfg, unsigned n_workers, struct snapshot **out,
-                    struct err *e);
+ * chain with per-worker state for n_workers. With prev (the current snapshot, or NULL), every
+ * filter whose entry is unchanged is shared with prev instead of rebuilt, keeping its state
+ * (chain_build_from). The caller must be the only thread publishing snapshots, so prev stays
+ * alive during the call. On success takes ownership of cfg and returns 0; on failure returns
+ * -EINVAL/-ENOMEM with e set, and cfg still belongs to the caller. */
+int snapshot_create(struct config *cfg, unsigned n_workers, const struct snapshot *prev,
+                    struct snapshot **out, struct err *e);
 
 /* Frees s and everything it owns. NULL is a no-op. Only once no reader can see it. */
 void snapshot_destroy(struct snapshot *s);

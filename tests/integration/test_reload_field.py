@@ -229,3 +229,90 @@ def test_manage_follows_configmap_updates_and_sighup(manage, quilkin, servers, c
     time.sleep(0.1)
     assert p.running() and m.running()
     assert cl.request(b"2")[0] == b"B|2"
+
+
+# --------------------------------------------------------------------------
+# filter state across updates (issue 8 #4, #5)
+# --------------------------------------------------------------------------
+
+LIMIT_3 = """\
+filters:
+  - name: quilkin.filters.local_rate_limit.v1alpha1.LocalRateLimit
+    config:
+      max_packets: 3
+      period: 60
+"""
+
+
+def spend_budget(cl, n, tag=b"A"):
+    for i in range(n):
+        assert cl.request(b"s%d" % i)[0] == tag + b"|s%d" % i
+    cl.send(b"over")
+    cl.expect_silence()
+
+
+def test_endpoint_only_reload_keeps_the_rate_limit_budget(quilkin, servers, clients):
+    a, b = tagged(servers, b"A"), tagged(servers, b"B")
+    p = quilkin(config=config_for(a.addr) + LIMIT_3)
+    cl = clients(p.port)
+    spend_budget(cl, 3)
+    # only the endpoints change (one added): the spent budget stays spent
+    with open(p.config_path, "w") as f:
+        f.write(config_for(a.addr, b.addr) + LIMIT_3)
+    p.wait_log("reloaded", count=1)
+    assert p.find("2 endpoints, 1 filters (1 kept with their state)")
+    cl.send(b"still over")
+    cl.expect_silence()
+    assert b.count() == 0
+    # the filter's own config changes: a new instance, a new budget
+    with open(p.config_path, "w") as f:
+        f.write(config_for(a.addr, b.addr) + LIMIT_3.replace("max_packets: 3", "max_packets: 4"))
+    p.wait_log("(0 kept with their state)")
+    cl.send(b"fresh")
+    assert sorted(d for d, _ in cl.recv_n(2)) == [b"A|fresh", b"B|fresh"]
+
+
+def test_round_robin_is_one_sequence_for_all_clients_and_workers(quilkin, servers, clients):
+    """Spec filters.md section 8: one counter per filter instance, shared by every client. With
+    two workers, clients are spread over both by the kernel's flow hash; per-worker counters
+    made the sequence restart on each worker (issue 8 #5)."""
+    a, b = tagged(servers, b"A"), tagged(servers, b"B")
+    lb = ("filters:\n  - name: quilkin.filters.load_balancer.v1alpha1.LoadBalancer\n"
+          "    config:\n      policy: ROUND_ROBIN\n")
+    p = quilkin("--workers", "2", config=config_for(a.addr, b.addr) + lb)
+    tags = []
+    for i in range(16):
+        cl = clients(p.port)
+        tags.append(cl.request(b"c%d" % i)[0].split(b"|")[0])
+    # one sequence over the endpoints in address order (config.md section 3: same IP, so
+    # by port), starting with the first
+    lo, hi = (b"A", b"B") if a.port < b.port else (b"B", b"A")
+    assert tags == [lo, hi] * 8, tags
+    # an endpoint-only reload keeps the position: the next client continues the sequence
+    c_ = tagged(servers, b"C")
+    with open(p.config_path, "w") as f:
+        f.write(config_for(a.addr, b.addr, c_.addr) + lb)
+    p.wait_log("(1 kept with their state)")
+    seen = [clients(p.port).request(b"n%d" % i)[0].split(b"|")[0] for i in range(3)]
+    # counter is 16 now: 16 % 3 = 1, then 2, then 0 (endpoints in address order)
+    order = sorted([a, b, c_], key=lambda s: s.port)
+    tag_of = {a.port: b"A", b.port: b"B", c_.port: b"C"}
+    assert seen == [tag_of[order[k].port] for k in (1, 2, 0)], seen
+
+
+def test_xds_cluster_update_keeps_the_rate_limit_budget(manage, quilkin, servers, clients):
+    a, b = tagged(servers, b"A"), tagged(servers, b"B")
+    m = manage(config_for(a.addr, ident="fleet") + LIMIT_3)
+    p = quilkin("-m", m.url, config="version: v1alpha1\nid: field-proxy\n", wait="admin")
+    wait_until(lambda: len(json.loads(admin_get(p, "/config").text)["filters"]) == 1, 5,
+               what="the Listener")
+    cl = clients(p.port)
+    spend_budget(cl, 3)
+    with open(m.file_path, "w") as f:
+        f.write(config_for(a.addr, b.addr, ident="fleet") + LIMIT_3)
+    wait_until(lambda: len(json.loads(admin_get(p, "/config").text)["clusters"][0]
+                           ["endpoints"]) == 2, SWITCH_TIMEOUT, what="the new endpoint")
+    cl.send(b"still over")
+    cl.expect_silence()
+    assert b.count() == 0
+    assert p.find("(1 kept with their state)")

@@ -45,14 +45,17 @@ static enum verdict rec_write(const struct filter *f, struct pkt_ctx *c)
 static const struct filter_ops rec_ops = {.name = "test.Recorder", .read = rec_read,
                                           .write = rec_write};
 
+static struct filter *ptrs[8];
+
 static void make_chain(struct chain *ch, struct filter *fs, const char **tags, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         memset(&fs[i], 0, sizeof(fs[i]));
         fs[i].ops = &rec_ops;
         fs[i].state = (void *)tags[i];
+        ptrs[i] = &fs[i];
     }
-    ch->filters = fs;
+    ch->filters = ptrs;
     ch->n = n;
 }
 
@@ -141,7 +144,7 @@ static void test_build_pass_drop_debug(void **state)
                                      &ch, &keys, &e),
                      0);
     assert_int_equal(ch.n, 3);
-    assert_string_equal(ch.filters[2].label, "last");
+    assert_string_equal(ch.filters[2]->label, "last");
     uint8_t buf[64] = "hello";
     struct pkt_ctx c;
     memset(&c, 0, sizeof(c));

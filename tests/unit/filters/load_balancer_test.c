@@ -13,6 +13,7 @@
 
 #include "../support/filter_fixture.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,10 +72,49 @@ static void test_round_robin_default(void **state)
     /* the list length may change between packets: index = counter mod length */
     assert_int_equal(pick(&f, 2, "127.0.0.1:1000", 0), 1);
     assert_int_equal(pick(&f, 5, "127.0.0.1:1000", 0), 4);
-    /* each worker has its own counter (documented deviation, see load_balancer.c) */
-    assert_int_equal(pick(&f, 4, "127.0.0.1:1000", 1), 0);
-    assert_int_equal(pick(&f, 4, "127.0.0.1:1000", 1), 1);
-    assert_int_equal(pick(&f, 5, "127.0.0.1:1000", 0), 0);
+    /* spec §8: one sequence for the whole instance, across workers too (issue 8 #5: two
+     * clients on different workers both got the first endpoint) */
+    assert_int_equal(pick(&f, 4, "127.0.0.9:1000", 1), 1); /* counter 5 */
+    assert_int_equal(pick(&f, 4, "127.0.0.1:1000", 0), 2);
+    assert_int_equal(pick(&f, 4, "127.0.0.9:1000", 1), 3);
+    filter_deinit(&f);
+}
+
+struct rr_thread {
+    const struct filter *f;
+    unsigned worker;
+    unsigned hits[4];
+};
+
+static void *rr_run(void *arg)
+{
+    struct rr_thread *t = arg;
+    for (int i = 0; i < 40000; i++) {
+        struct pkt_ctx c;
+        memset(&c, 0, sizeof(c));
+        c.n_all_eps = c.eps.n = 4;
+        c.worker = t->worker;
+        t->f->ops->read(t->f, &c);
+        t->hits[c.one_ep]++;
+    }
+    return NULL;
+}
+
+static void test_round_robin_is_one_sequence_across_threads(void **state)
+{
+    (void)state;
+    struct filter f;
+    struct err e;
+    assert_int_equal(build(&f, "policy: ROUND_ROBIN", &e), 0);
+    struct rr_thread t[2] = {{.f = &f, .worker = 0}, {.f = &f, .worker = 1}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, rr_run, &t[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    /* every counter value was used exactly once: 80,000 picks are exactly 20,000 each */
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(t[0].hits[k] + t[1].hits[k], 20000);
     filter_deinit(&f);
 }
 
@@ -211,7 +251,8 @@ static void test_in_a_chain(void **state)
     struct filter f;
     struct err e;
     assert_int_equal(build(&f, "policy: ROUND_ROBIN", &e), 0);
-    struct chain ch = {.filters = &f, .n = 1};
+    struct filter *fp = &f;
+    struct chain ch = {.filters = &fp, .n = 1};
     struct pkt_ctx c;
     ctx(&c, 3, "127.0.0.1:9", 0);
     assert_int_equal(chain_read(&ch, &c), VERDICT_PASS);
@@ -227,6 +268,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_robin_default),
+        cmocka_unit_test(test_round_robin_is_one_sequence_across_threads),
         cmocka_unit_test(test_maps_through_existing_selection),
         cmocka_unit_test(test_empty_list_unchanged),
         cmocka_unit_test(test_random),

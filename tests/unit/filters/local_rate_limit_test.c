@@ -287,7 +287,8 @@ static void test_write_is_noop(void **state)
     struct err e;
     assert_int_equal(build(&f, "{max_packets: 0, period: 1}", &e), 0);
     assert_null(f.ops->write);
-    struct chain ch = {.filters = &f, .n = 1};
+    struct filter *fp = &f;
+    struct chain ch = {.filters = &fp, .n = 1};
     struct pkt_ctx c;
     memset(&c, 0, sizeof(c));
     assert_int_equal(addr_parse("10.0.0.1:1", &c.src), 0);

@@ -256,7 +256,7 @@ static void test_branch_values(void **state)
     struct env *t = *state;
     struct err e;
     assert_int_equal(build_match(t, VALUES_BODY, &e), 0);
-    const struct filter *f = &t->ch.filters[0];
+    const struct filter *f = t->ch.filters[0];
 
     load(t, "p");
     set_md(t, "k", (struct md_value){.kind = MD_NUMBER, .u.n = 1});
@@ -329,7 +329,7 @@ static void test_missing_key_and_default_fallthrough(void **state)
                     "          - {value: 1, name: quilkin.filters.pass.v1alpha1.Pass}\n",
                     &e),
         0);
-    const struct filter *f = &t->ch.filters[0];
+    const struct filter *f = t->ch.filters[0];
     load(t, "p");
     assert_int_equal(f->ops->read(f, &t->c), VERDICT_DROP);
     assert_string_equal(t->c.drop_reason, "no metadata found for example.org/version");
@@ -369,7 +369,7 @@ static void test_counters_survive_rebuild(void **state)
                                "        fallthrough: {name: quilkin.filters.pass.v1alpha1.Pass}\n";
     for (int round = 1; round <= 3; round++) {
         assert_int_equal(build_match(t, body, &e), 0); /* frees the previous chain */
-        const struct filter *f = &t->ch.filters[0];
+        const struct filter *f = t->ch.filters[0];
         load(t, "p");
         set_md(t, "k", (struct md_value){.kind = MD_NUMBER, .u.n = 1});
         assert_int_equal(f->ops->read(f, &t->c), VERDICT_PASS);
@@ -396,7 +396,7 @@ static void test_write_direction(void **state)
                     "        fallthrough: {name: quilkin.filters.pass.v1alpha1.Pass}\n",
                     &e),
         0);
-    const struct filter *f = &t->ch.filters[0];
+    const struct filter *f = t->ch.filters[0];
     load(t, "p");
     assert_int_equal(f->ops->read(f, &t->c), VERDICT_PASS); /* read not configured */
     assert_pkt(t, "p");
@@ -438,7 +438,7 @@ static void test_nested_match(void **state)
                     "        fallthrough: {name: quilkin.filters.pass.v1alpha1.Pass}\n",
                     &e),
         0);
-    const struct filter *f = &t->ch.filters[0];
+    const struct filter *f = t->ch.filters[0];
     load(t, "p");
     set_md(t, "outer", (struct md_value){.kind = MD_NUMBER, .u.n = 1});
     set_md(t, "inner", (struct md_value){.kind = MD_NUMBER, .u.n = 2});

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "base/arena.h"
 #include "base/err.h"
 #include "config/config.h"
 #include "proxy/snapshot.h"
@@ -23,7 +24,7 @@ static struct snapshot *build(const char *yaml)
     struct err e = {{0}};
     assert_int_equal(config_parse(yaml, strlen(yaml), "t.yaml", &cfg, &e), 0);
     struct snapshot *s = NULL;
-    assert_int_equal(snapshot_create(cfg, 2, &s, &e), 0);
+    assert_int_equal(snapshot_create(cfg, 2, NULL, &s, &e), 0);
     return s;
 }
 
@@ -54,6 +55,140 @@ static void test_endpoint_union(void **state)
     snapshot_destroy(s);
 }
 
+static struct snapshot *build_from(const char *yaml, const struct snapshot *prev)
+{
+    struct config *cfg = NULL;
+    struct err e = {{0}};
+    assert_int_equal(config_parse(yaml, strlen(yaml), "t.yaml", &cfg, &e), 0);
+    struct snapshot *s = NULL;
+    if (snapshot_create(cfg, 2, prev, &s, &e) != 0)
+        fail_msg("snapshot_create: %s", e.msg);
+    return s;
+}
+
+/* Runs the read chain of s for one packet from src on worker w; returns the verdict and,
+ * through *ep, the single endpoint chosen (or UINT32_MAX). */
+static enum verdict run_read(const struct snapshot *s, const char *payload, const char *src,
+                             unsigned w, uint32_t *ep)
+{
+    static uint8_t buf[256];
+    static uint8_t spare[256];
+    struct arena scratch;
+    assert_int_equal(arena_init(&scratch, 4096), 0);
+    struct pkt_ctx c;
+    memset(&c, 0, sizeof(c));
+    size_t len = strlen(payload);
+    memcpy(buf + 16, payload, len);
+    c.pkt.buf = buf;
+    c.pkt.off = 16;
+    c.pkt.len = (uint32_t)len;
+    c.pkt.cap = sizeof(buf);
+    c.all_eps = s->eps;
+    c.n_all_eps = c.eps.n = s->n_eps;
+    c.tokens = s->tokens;
+    c.scratch = &scratch;
+    c.spare = spare;
+    c.spare_cap = sizeof(spare);
+    c.worker = w;
+    c.now_unix_ns = 1700000000ull * 1000000000ull;
+    assert_int_equal(addr_parse(src, &c.src), 0);
+    enum verdict v = chain_read(&s->chain, &c);
+    *ep = v == VERDICT_PASS && c.eps.n == 1 ? (c.eps.idx ? c.eps.idx[0] : 0) : UINT32_MAX;
+    arena_deinit(&scratch);
+    return v;
+}
+
+#define KEEP_FILTERS                                                                           \
+    "filters:\n"                                                                               \
+    "  - name: quilkin.filters.capture.v1alpha1.Capture\n"                                     \
+    "    config: {suffix: {size: 1, remove: true}, metadataKey: k.tok}\n"                      \
+    "  - name: quilkin.filters.local_rate_limit.v1alpha1.LocalRateLimit\n"                     \
+    "    config: {max_packets: 2, period: 60}\n"                                               \
+    "  - name: quilkin.filters.load_balancer.v1alpha1.LoadBalancer\n"                          \
+    "    config: {policy: ROUND_ROBIN}\n"
+
+static void test_unchanged_filters_keep_their_state(void **state)
+{
+    (void)state;
+    /* issue 8 #4: a reload that changes only endpoints must not refill a rate-limit budget
+     * nor restart the round robin */
+    struct snapshot *a = build_from("clusters:\n  - endpoints:\n"
+                                    "      - address: 10.0.0.1:1\n"
+                                    "      - address: 10.0.0.1:2\n" KEEP_FILTERS,
+                                    NULL);
+    uint32_t ep;
+    assert_int_equal(run_read(a, "hix", "192.0.2.1:5000", 0, &ep), VERDICT_PASS);
+    assert_int_equal(ep, 0);
+    assert_int_equal(run_read(a, "hix", "192.0.2.1:5000", 0, &ep), VERDICT_PASS);
+    assert_int_equal(ep, 1);
+    /* the budget of 2 is spent */
+    assert_int_equal(run_read(a, "hix", "192.0.2.1:5000", 0, &ep), VERDICT_DROP);
+
+    /* B: one endpoint more, same filters (in the same order) */
+    struct snapshot *b = build_from("clusters:\n  - endpoints:\n"
+                                    "      - address: 10.0.0.1:1\n"
+                                    "      - address: 10.0.0.1:2\n"
+                                    "      - address: 10.0.0.1:3\n" KEEP_FILTERS,
+                                    a);
+    assert_int_equal(b->chain.n_kept, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_ptr_equal(b->chain.filters[i], a->chain.filters[i]);
+    assert_int_equal(b->keys.n, a->keys.n); /* same interned key ids */
+    snapshot_destroy(a); /* B's filters outlive A (ASan would report a use after free) */
+    assert_int_equal(run_read(b, "hix", "192.0.2.1:5000", 0, &ep), VERDICT_DROP);
+    /* the round robin goes on where it was: two packets reached it (the dropped ones never
+     * did), so the next index is 2 of now 3 endpoints, on any worker */
+    assert_int_equal(run_read(b, "hix", "192.0.2.2:5000", 1, &ep), VERDICT_PASS);
+    assert_int_equal(ep, 2);
+
+    /* C: the rate limit's config changes: a fresh instance with a fresh budget; the
+     * others stay */
+    struct snapshot *c = build_from(
+        "clusters:\n  - endpoints:\n      - address: 10.0.0.1:1\n"
+        "filters:\n"
+        "  - name: quilkin.filters.capture.v1alpha1.Capture\n"
+        "    config: {suffix: {size: 1, remove: true}, metadataKey: k.tok}\n"
+        "  - name: quilkin.filters.local_rate_limit.v1alpha1.LocalRateLimit\n"
+        "    config: {max_packets: 3, period: 60}\n"
+        "  - name: quilkin.filters.load_balancer.v1alpha1.LoadBalancer\n"
+        "    config: {policy: ROUND_ROBIN}\n",
+        b);
+    assert_int_equal(c->chain.n_kept, 2);
+    assert_ptr_equal(c->chain.filters[0], b->chain.filters[0]);
+    assert_ptr_not_equal(c->chain.filters[1], b->chain.filters[1]);
+    assert_ptr_equal(c->chain.filters[2], b->chain.filters[2]);
+    assert_int_equal(run_read(c, "hix", "192.0.2.1:5000", 0, &ep), VERDICT_PASS);
+
+    /* D: order changed and a label added to the balancer: the label makes it a new entry,
+     * Capture moves and is still kept */
+    struct snapshot *d = build_from(
+        "clusters:\n  - endpoints:\n      - address: 10.0.0.1:1\n"
+        "filters:\n"
+        "  - name: quilkin.filters.pass.v1alpha1.Pass\n"
+        "  - name: quilkin.filters.capture.v1alpha1.Capture\n"
+        "    config: {suffix: {size: 1, remove: true}, metadataKey: k.tok}\n"
+        "  - name: quilkin.filters.load_balancer.v1alpha1.LoadBalancer\n"
+        "    label: lb\n"
+        "    config: {policy: ROUND_ROBIN}\n",
+        c);
+    assert_int_equal(d->chain.n_kept, 1);
+    assert_ptr_equal(d->chain.filters[1], c->chain.filters[0]);
+    snapshot_destroy(b);
+    snapshot_destroy(c);
+    assert_int_equal(run_read(d, "hix", "192.0.2.1:5000", 0, &ep), VERDICT_PASS);
+
+    /* E: nothing kept: the key table starts afresh (no growth across unrelated configs) */
+    struct snapshot *e = build_from("clusters:\n  - endpoints:\n      - address: 10.0.0.1:1\n"
+                                    "filters:\n"
+                                    "  - name: quilkin.filters.token_router.v1alpha1."
+                                    "TokenRouter\n",
+                                    d);
+    assert_int_equal(e->chain.n_kept, 0);
+    assert_int_equal(e->keys.n, 1); /* only quilkin.dev/capture */
+    snapshot_destroy(d);
+    snapshot_destroy(e);
+}
+
 static void test_bad_chain_keeps_config_with_caller(void **state)
 {
     (void)state;
@@ -62,7 +197,7 @@ static void test_bad_chain_keeps_config_with_caller(void **state)
     struct err e = {{0}};
     assert_int_equal(config_parse(yaml, strlen(yaml), "t.yaml", &cfg, &e), 0);
     struct snapshot *s = NULL;
-    assert_int_not_equal(snapshot_create(cfg, 2, &s, &e), 0);
+    assert_int_not_equal(snapshot_create(cfg, 2, NULL, &s, &e), 0);
     assert_null(s);
     assert_non_null(strstr(e.msg, "filter `nope` not found"));
     config_destroy(cfg); /* still ours on failure */
@@ -145,6 +280,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoint_union),
         cmocka_unit_test(test_bad_chain_keeps_config_with_caller),
+        cmocka_unit_test(test_unchanged_filters_keep_their_state),
         cmocka_unit_test(test_publish_while_reading),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
