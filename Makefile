@@ -68,6 +68,8 @@ bench: build
 	bash bench/bench.sh $(BUILD)
 	@echo "== Capture + TokenRouter chain =="
 	BENCH_CONFIG=bench/capture_token_router.yaml bash bench/bench.sh $(BUILD)
+	@echo "== filter timing cost (Capture + TokenRouter, one thread, no I/O) =="
+	$(BUILD)/bench_chain_cost
 
 check-deps: deps
 	bash scripts/check-deps.sh

@@ -5,8 +5,8 @@
  *
  * Input format (fuzz/mkseeds_filter_chain.py writes it):
  *   u16 LE config length L, L bytes of YAML, then packets, each
- *   u8 flags (bit 0: write direction, bit 1: IPv6 client, bit 6: sampled (timed) run; the
- *   high bits also vary the clocks), u16 LE length, bytes
+ *   u8 flags (bit 0: write direction, bit 1: IPv6 client; the high bits also vary the
+ *   clocks), u16 LE length, bytes
  *   (a short last packet takes what is left).
  * When the first two bytes do not give a length that fits (e.g. a plain .yaml seed), the
  * whole input is the config and a fixed set of packets runs in both directions. */
@@ -64,7 +64,6 @@ static void run_packet(struct fuzz_env *env, const uint8_t *p, size_t len, uint8
     c.spare = env->spare;
     c.spare_cap = BUF_CAP;
     c.worker = 0;
-    c.is_sampled = (flags & 0x40) != 0; /* the timed chain run */
     c.now_ns = 1000000000ull * (1 + (flags >> 4));
     c.now_unix_ns = (NOW_UNIX_S + (flags >> 2)) * 1000000000ull + 123456789ull;
     struct addr client = {.family = AF_INET, .port = 40000, .ip = {127, 0, 0, 1}};

@@ -3,6 +3,7 @@
  * never does, it only writes its own shard of a series it was handed at config build. */
 #include "base/metrics.h"
 
+#include "base/clock.h"
 #include "base/prom.h"
 #include "base/strbuf.h"
 
@@ -120,13 +121,26 @@ struct metric_counter *metrics_counter(const char *name, const char *labels, con
     return c;
 }
 
-struct metric_histogram *metrics_histogram(const char *name, const char *labels, const char *help,
-                                           const double *bounds, size_t n_bounds)
+static struct metric_histogram *histogram_get(const char *name, const char *labels,
+                                              const char *help, const double *bounds,
+                                              size_t n_bounds, bool in_ticks)
 {
+    uint64_t *ticks = NULL;
+    if (in_ticks) {
+        clock_ticks_init(); /* outside the lock: it may calibrate for ~20 ms */
+        ticks = malloc((n_bounds ? n_bounds : 1) * sizeof(*ticks));
+        if (!ticks)
+            return NULL;
+        for (size_t i = 0; i < n_bounds; i++)
+            ticks[i] = clock_ns_to_ticks(bounds[i] * 1e9);
+    }
     pthread_mutex_lock(&lock);
     struct metric_family *f = family_get(name, help, TYPE_HISTOGRAM);
     struct metric_histogram *h = hist_find(f, labels);
-    if (f && !h && (h = calloc(1, sizeof(*h)))) {
+    if (h) {
+        if (h->in_ticks != in_ticks)
+            h = NULL; /* a series is either kind; the caller gets NULL */
+    } else if (f && (h = calloc(1, sizeof(*h)))) {
         /* word 0: sum; then n_bounds + 1 buckets; rounded up to whole cache lines */
         size_t words = 1 + n_bounds + 1;
         h->stride = (words + METRIC_SLOT_WORDS - 1) / METRIC_SLOT_WORDS * METRIC_SLOT_WORDS;
@@ -138,6 +152,9 @@ struct metric_histogram *metrics_histogram(const char *name, const char *labels,
         h->n_bounds = n_bounds;
         h->labels = strdup(labels);
         h->n_shards = n_shards;
+        h->in_ticks = in_ticks;
+        h->bounds_ticks = ticks;
+        ticks = NULL; /* owned by h from here */
         if (h->slots && b && h->labels) {
             *f->hists_tail = h;
             f->hists_tail = &h->next;
@@ -145,12 +162,27 @@ struct metric_histogram *metrics_histogram(const char *name, const char *labels,
             free(h->slots);
             free(b);
             free(h->labels);
+            free((void *)h->bounds_ticks);
             free(h);
             h = NULL;
         }
     }
     pthread_mutex_unlock(&lock);
+    free(ticks);
     return h;
+}
+
+struct metric_histogram *metrics_histogram(const char *name, const char *labels, const char *help,
+                                           const double *bounds, size_t n_bounds)
+{
+    return histogram_get(name, labels, help, bounds, n_bounds, false);
+}
+
+struct metric_histogram *metrics_histogram_ticks(const char *name, const char *labels,
+                                                 const char *help, const double *bounds_s,
+                                                 size_t n_bounds)
+{
+    return histogram_get(name, labels, help, bounds_s, n_bounds, true);
 }
 
 struct metric_counter *metrics_find_counter(const char *name, const char *labels)
@@ -216,20 +248,26 @@ uint64_t metric_counter_value(const struct metric_counter *c)
 uint64_t metric_histogram_read(const struct metric_histogram *h, uint64_t *counts, double *sum)
 {
     double total_sum = 0;
-    uint64_t total = 0;
+    uint64_t total = 0, sum_ticks = 0;
     for (size_t i = 0; i <= h->n_bounds; i++)
         counts[i] = 0;
     for (unsigned w = 0; w < h->n_shards; w++) {
         union metric_word *s = &h->slots[(size_t)w * h->stride];
-        double d;
-        __atomic_load(&s[0].d, &d, __ATOMIC_RELAXED);
-        total_sum += d;
+        if (h->in_ticks) {
+            sum_ticks += __atomic_load_n(&s[0].u, __ATOMIC_RELAXED);
+        } else {
+            double d;
+            __atomic_load(&s[0].d, &d, __ATOMIC_RELAXED);
+            total_sum += d;
+        }
         for (size_t i = 0; i <= h->n_bounds; i++) {
             uint64_t n = __atomic_load_n(&s[1 + i].u, __ATOMIC_RELAXED);
             counts[i] += n;
             total += n;
         }
     }
+    if (h->in_ticks)
+        total_sum = clock_ticks_to_ns(sum_ticks) / 1e9;
     if (sum)
         *sum = total_sum;
     return total;
@@ -279,6 +317,7 @@ void metrics_reset_for_tests(void)
             hn = h->next;
             free(h->slots);
             free((void *)h->bounds);
+            free((void *)h->bounds_ticks);
             free(h->labels);
             free(h);
         }

@@ -35,6 +35,10 @@ struct metric_histogram {
     size_t stride;        /* words per shard, a multiple of METRIC_SLOT_WORDS */
     const double *bounds; /* owned copy, ascending upper bounds */
     size_t n_bounds;
+    /* tick histograms (metrics_histogram_ticks): observations are clock ticks, the bounds
+     * converted to ticks once, and word 0 sums ticks as an integer; rendered in seconds */
+    bool in_ticks;
+    const uint64_t *bounds_ticks; /* owned; NULL unless in_ticks */
     unsigned n_shards;
     char *labels; /* owned; labels and next are the registry's, under its mutex */
     struct metric_histogram *next;
@@ -58,6 +62,13 @@ struct metric_counter *metrics_counter(const char *name, const char *labels, con
  * `name` is already registered as a counter. */
 struct metric_histogram *metrics_histogram(const char *name, const char *labels, const char *help,
                                            const double *bounds, size_t n_bounds);
+
+/* As metrics_histogram, for durations measured with clock_ticks(): bounds are in seconds
+ * (as rendered) and converted to ticks once here; observe with metric_observe_ticks. NULL
+ * also when the series exists as a plain histogram. Calls clock_ticks_init. */
+struct metric_histogram *metrics_histogram_ticks(const char *name, const char *labels,
+                                                 const char *help, const double *bounds_s,
+                                                 size_t n_bounds);
 
 /* Lookups that never create (tests, diagnostics): NULL when absent. Any thread. */
 struct metric_counter *metrics_find_counter(const char *name, const char *labels);
@@ -110,6 +121,23 @@ static inline void metric_observe(struct metric_histogram *h, unsigned worker, d
     __atomic_load(&s[0].d, &sum, __ATOMIC_RELAXED);
     sum += v;
     __atomic_store(&s[0].d, &sum, __ATOMIC_RELAXED);
+}
+
+/* For tick histograms: counts a span of `ticks` (integer compares only, then two relaxed
+ * stores); the sum is kept in ticks and converted to seconds when rendered. */
+static inline void metric_observe_ticks(struct metric_histogram *h, unsigned worker,
+                                        uint64_t ticks)
+{
+    if (worker >= h->n_shards)
+        return;
+    union metric_word *s = &h->slots[(size_t)worker * h->stride];
+    size_t i = 0;
+    while (i < h->n_bounds && ticks > h->bounds_ticks[i])
+        i++;
+    uint64_t *bucket = &s[1 + i].u;
+    __atomic_store_n(bucket, __atomic_load_n(bucket, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s[0].u, __atomic_load_n(&s[0].u, __ATOMIC_RELAXED) + ticks,
+                     __ATOMIC_RELAXED);
 }
 
 #endif

@@ -473,6 +473,8 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     if (n_workers > MAX_WORKERS)
         n_workers = MAX_WORKERS;
     metrics_init(n_workers); /* before any filter registers a series */
+    clock_ticks_init();
+    LOG_INFO("proxy", "filter timing clock: %s", clock_ticks_source());
     if (snapshot_create(cfg, n_workers, NULL, &snap, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);

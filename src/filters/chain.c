@@ -1,6 +1,6 @@
 /* Chain construction and execution, and the per-filter metric series (spec admin.md §4.4,
  * filters.md §1.4). Construction may allocate (control thread); running never does, and
- * reads the clock only for sampled packets. */
+ * times every top-level filter call with the tick counter. */
 #include "filters/chain.h"
 
 #include "base/clock.h"
@@ -158,12 +158,12 @@ static int timing_lookup(struct filter *f, const char *name)
     char *labels = labels_alloc(keys, values, 1);
     if (!labels)
         return -ENOMEM;
-    f->read_hist = metrics_histogram("quilkin_filter_read_duration_seconds", labels,
-                                     "Seconds taken to execute a given filter's `read`.",
-                                     duration_bounds_s, N_DURATION_BOUNDS);
-    f->write_hist = metrics_histogram("quilkin_filter_write_duration_seconds", labels,
-                                      "Seconds taken to execute a given filter's `write`.",
-                                      duration_bounds_s, N_DURATION_BOUNDS);
+    f->read_hist = metrics_histogram_ticks("quilkin_filter_read_duration_seconds", labels,
+                                           "Seconds taken to execute a given filter's `read`.",
+                                           duration_bounds_s, N_DURATION_BOUNDS);
+    f->write_hist = metrics_histogram_ticks("quilkin_filter_write_duration_seconds", labels,
+                                            "Seconds taken to execute a given filter's `write`.",
+                                            duration_bounds_s, N_DURATION_BOUNDS);
     free(labels);
     return f->read_hist && f->write_hist ? 0 : -ENOMEM;
 }
@@ -315,60 +315,37 @@ void chain_deinit(struct chain *ch)
     ch->n_kept = 0;
 }
 
-/* The sampled runs: one clock read per filter boundary, observed even when the filter
- * drops (v0.7.0 stops its timer before looking at the result). */
-static enum verdict read_timed(const struct chain *ch, struct pkt_ctx *c)
+/* spec admin.md §4.4: every call of a top-level filter is observed, a drop included (v0.7.0
+ * stops its timer before looking at the result). One tick read per filter boundary: n + 1
+ * per chain run, a few nanoseconds each with the TSC (base/clock.h). */
+enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c)
 {
-    uint64_t t0 = clock_mono_ns();
+    uint64_t t0 = clock_ticks();
     for (size_t i = 0; i < ch->n; i++) {
         const struct filter *f = ch->filters[i];
         enum verdict v = f->ops->read ? f->ops->read(f, c) : VERDICT_PASS;
-        uint64_t t1 = clock_mono_ns();
+        uint64_t t1 = clock_ticks();
         if (f->read_hist)
-            metric_observe(f->read_hist, c->worker, (double)(t1 - t0) / 1e9);
+            metric_observe_ticks(f->read_hist, c->worker, t1 - t0);
         if (v != VERDICT_PASS)
             return VERDICT_DROP;
         t0 = t1;
-    }
-    return VERDICT_PASS;
-}
-
-static enum verdict write_timed(const struct chain *ch, struct pkt_ctx *c)
-{
-    uint64_t t0 = clock_mono_ns();
-    for (size_t i = ch->n; i-- > 0;) {
-        const struct filter *f = ch->filters[i];
-        enum verdict v = f->ops->write ? f->ops->write(f, c) : VERDICT_PASS;
-        uint64_t t1 = clock_mono_ns();
-        if (f->write_hist)
-            metric_observe(f->write_hist, c->worker, (double)(t1 - t0) / 1e9);
-        if (v != VERDICT_PASS)
-            return VERDICT_DROP;
-        t0 = t1;
-    }
-    return VERDICT_PASS;
-}
-
-enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c)
-{
-    if (c->is_sampled)
-        return read_timed(ch, c);
-    for (size_t i = 0; i < ch->n; i++) {
-        const struct filter *f = ch->filters[i];
-        if (f->ops->read && f->ops->read(f, c) != VERDICT_PASS)
-            return VERDICT_DROP;
     }
     return VERDICT_PASS;
 }
 
 enum verdict chain_write(const struct chain *ch, struct pkt_ctx *c)
 {
-    if (c->is_sampled)
-        return write_timed(ch, c);
+    uint64_t t0 = clock_ticks();
     for (size_t i = ch->n; i-- > 0;) {
         const struct filter *f = ch->filters[i];
-        if (f->ops->write && f->ops->write(f, c) != VERDICT_PASS)
+        enum verdict v = f->ops->write ? f->ops->write(f, c) : VERDICT_PASS;
+        uint64_t t1 = clock_ticks();
+        if (f->write_hist)
+            metric_observe_ticks(f->write_hist, c->worker, t1 - t0);
+        if (v != VERDICT_PASS)
             return VERDICT_DROP;
+        t0 = t1;
     }
     return VERDICT_PASS;
 }

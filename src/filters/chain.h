@@ -64,9 +64,9 @@ struct metric_histogram *filter_histogram(const char *id, const char *label, con
                                           const char *event, const char *shared_metadata_1,
                                           const double *bounds, size_t n_bounds);
 
-/* Runs read (first to last) or write (last to first). When c->is_sampled, each top-level
- * filter's call is timed into its quilkin_filter_{read,write}_duration_seconds series (two
- * clock reads per filter, so only for sampled packets). Worker only. */
+/* Runs read (first to last) or write (last to first). Every call of a top-level filter is
+ * timed into its quilkin_filter_{read,write}_duration_seconds series (clock_ticks, one read
+ * per filter boundary). Worker only. */
 enum verdict chain_read(const struct chain *ch, struct pkt_ctx *c);
 enum verdict chain_write(const struct chain *ch, struct pkt_ctx *c);
 

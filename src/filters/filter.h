@@ -125,9 +125,6 @@ struct pkt_ctx {
     uint64_t now_ns;       /* CLOCK_MONOTONIC, read once per batch */
     uint64_t now_unix_ns;  /* wall clock, read once per batch */
     const char *drop_reason; /* static string set with VERDICT_DROP */
-    bool is_sampled; /* time each top-level filter's call into its duration histogram (the
-                        worker sets it for 1 packet in 64: two clock reads per filter is too
-                        dear for every packet); filters ignore it */
 };
 
 /* What a filter's create() may use while a snapshot is built (control thread only). */

@@ -37,7 +37,6 @@
 #define ARENA_BYTES (64 * 1024)
 #define GAME_TOKEN UINT64_MAX
 #define QCMP_TOKEN (UINT64_MAX - 1)
-#define SAMPLE_EVERY 64 /* 1 packet in 64 has its filters timed (a power of two) */
 #define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
                        ignored, so junk never costs more than this */
 
@@ -62,7 +61,6 @@ struct worker {
     uint8_t *spare; /* BUF_CAP bytes lent to filters through pkt_ctx */
     uint64_t now_ns, now_unix_ns;
     bool table_full_logged;
-    uint32_t sample_tick; /* chain runs so far: picks the 1 in SAMPLE_EVERY that is timed */
     struct log_ratelimit rl_upstream, rl_socket;
 
     /* client -> server: receive buffers and staged sends */
@@ -339,8 +337,6 @@ static void ctx_init(struct worker *w, struct pkt_ctx *c, const struct snapshot 
     c->now_ns = w->now_ns;
     c->now_unix_ns = w->now_unix_ns;
     c->drop_reason = NULL;
-    /* the first run, then every SAMPLE_EVERY-th (both directions share the count) */
-    c->is_sampled = (w->sample_tick++ & (SAMPLE_EVERY - 1)) == 0;
 }
 
 static void process_read(struct worker *w, const struct snapshot *snap, unsigned i)
