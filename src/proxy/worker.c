@@ -61,6 +61,7 @@ struct worker {
     uint8_t *spare; /* BUF_CAP bytes lent to filters through pkt_ctx */
     uint64_t now_ns, now_unix_ns;
     bool table_full_logged;
+    bool ports_exhausted_logged; /* set when connect() found no ephemeral port */
     struct log_ratelimit rl_upstream, rl_socket;
 
     /* client -> server: receive buffers and staged sends */
@@ -101,6 +102,7 @@ static const char *const reason_text[DROP_REASON_COUNT] = {
     [DROP_FILTER_WRITE] = "proxy::Session::process_recv_packet: filter  error",
     [DROP_SESSION_LIMIT] = "session limit reached",
     [DROP_UPSTREAM_SOCKET] = "OS level error: cannot create upstream socket",
+    [DROP_NO_LOCAL_PORT] = "OS level error: no free ephemeral port for an upstream socket",
     [DROP_UNRESOLVED] = "OS level error: endpoint address did not resolve",
     [DROP_SEND_UPSTREAM] = "OS level error: send to endpoint failed",
     [DROP_SEND_DOWNSTREAM] =
@@ -278,6 +280,27 @@ static void stage_upstream(struct worker *w, struct session *s, uint8_t *data, u
     s->tx_tail = i;
 }
 
+/* Logged once per episode (until a session socket opens again): which limit was hit and how
+ * to raise it. Reads /proc once, off the packet path's normal flow. */
+static void log_ports_exhausted(const struct worker *w)
+{
+    unsigned lo = 0, hi = 0;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%u %u", &lo, &hi) != 2)
+            lo = hi = 0;
+        fclose(f);
+    }
+    LOG_WARN("proxy",
+             "worker %u: no free ephemeral port for a new upstream socket (%u sessions here): "
+             "every session holds one local port, and net.ipv4.ip_local_port_range = %u %u "
+             "(%u ports for the whole host) is used up; new sessions are refused and counted "
+             "until some expire. Raise the range (sysctl -w "
+             "net.ipv4.ip_local_port_range=\"1024 65535\"), shorten --session-timeout-secs, "
+             "or spread players over more proxy hosts",
+             w->index, session_count(w->sessions), lo, hi, hi >= lo && hi ? hi - lo + 1 : 0);
+}
+
 static struct session *open_session(struct worker *w, const struct addr *client,
                                     const struct addr *ep)
 {
@@ -293,14 +316,35 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         return NULL;
     }
     int fd = sock_udp_connected(ep);
+    if (fd == -EAGAIN) {
+        /* connect() could not pick a local port: the host's ephemeral range is used up (one
+         * port per session, shared with every other socket on the host) */
+        session_remove(w->sessions, s);
+        drop(w, DROP_NO_LOCAL_PORT);
+        if (!w->ports_exhausted_logged) {
+            w->ports_exhausted_logged = true;
+            log_ports_exhausted(w);
+        }
+        return NULL;
+    }
     if (fd < 0) {
         uint64_t suppressed;
         if (log_ratelimit_ok(&w->rl_socket, w->now_ns, &suppressed))
-            LOG_WARN("proxy", "worker %u: cannot open upstream socket: %s (%lu more)", w->index,
-                     strerror(-fd), (unsigned long)suppressed);
+            LOG_WARN("proxy", "worker %u: cannot open upstream socket: %s%s (%lu more)",
+                     w->index, strerror(-fd),
+                     fd == -EMFILE || fd == -ENFILE
+                         ? "; raise the open-files limit (LimitNOFILE, ulimit -n) or lower "
+                           "--max-sessions"
+                         : "",
+                     (unsigned long)suppressed);
         session_remove(w->sessions, s);
         drop(w, DROP_UPSTREAM_SOCKET);
         return NULL;
+    }
+    if (w->ports_exhausted_logged) {
+        w->ports_exhausted_logged = false;
+        LOG_INFO("proxy", "worker %u: ephemeral ports available again (%u sessions)", w->index,
+                 session_count(w->sessions));
     }
     struct epoll_event ev = {.events = EPOLLIN,
                              .data.u64 = session_index(w->sessions, s)};

@@ -17,7 +17,8 @@ enum drop_reason {
     DROP_FILTER_READ,      /* read: a filter dropped the packet */
     DROP_FILTER_WRITE,     /* write: a filter dropped the packet */
     DROP_SESSION_LIMIT,    /* read: the session table is full */
-    DROP_UPSTREAM_SOCKET,  /* read: no upstream socket could be set up */
+    DROP_UPSTREAM_SOCKET,  /* read: no upstream socket could be set up (e.g. open files) */
+    DROP_NO_LOCAL_PORT,    /* read: the host has no free ephemeral port for a new session */
     DROP_UNRESOLVED,       /* read: the endpoint's DNS name did not resolve */
     DROP_SEND_UPSTREAM,    /* read: sendmmsg to the endpoint failed */
     DROP_SEND_DOWNSTREAM,  /* write: sendmmsg to the client failed */

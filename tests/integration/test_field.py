@@ -114,3 +114,45 @@ def test_ready_is_503_while_draining_and_live_stays_200(quilkin, echo_v4, client
     echo_v4.wait_for(b"during")
     # the session expires (3 s idle), the process exits 0 by itself
     assert p.wait_exit(15) == 0
+
+
+def run_in_netns(argv, timeout):
+    """Runs argv in a new network namespace (as root, else in a new user namespace too).
+    Skips, saying why, only when the kernel or sandbox allows neither."""
+    import shutil
+    import subprocess
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.fail("unshare (util-linux) and ip (iproute2) are needed: make deps installs them")
+    last = None
+    for prefix in (["unshare", "-n"], ["unshare", "-r", "-n"]):
+        probe = subprocess.run(prefix + ["true"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return subprocess.run(prefix + argv, capture_output=True, text=True,
+                                  timeout=timeout)
+        last = probe.stderr.strip()
+    pytest.skip(f"cannot create a network namespace here: {last}")
+
+
+def test_ephemeral_port_exhaustion_is_counted_logged_and_recovers(quilkin_bin):
+    """Issue 8 #7: every session holds one local port; when the host's ephemeral range is
+    used up, connect() fails with EAGAIN. That is counted as its own drop reason, logged once
+    with the limit and how to raise it, and new sessions open again once ports are free.
+    Reproduced in a private network namespace whose range is narrowed to 10 ports."""
+    import os
+    import sys
+    helper = os.path.join(os.path.dirname(__file__), "netns_ports.py")
+    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin], timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    assert out["sessions_exhausted"] == 10
+    assert out["drops"] == 5 and out["errors"] == 5
+    assert out["sessions_after"] == 20
+    assert out["exit"] == 0, out["stderr"]
+    assert "Sanitizer" not in out["stderr"] and "runtime error" not in out["stderr"], out["stderr"]
+    msgs = [(rec.get("level"), rec.get("fields", rec).get("message", "")) for rec in out["log"]]
+    warned = [m for lvl, m in msgs if lvl == "WARN" and "no free ephemeral port" in m]
+    assert len(warned) == 1, msgs  # once per episode, not per packet
+    assert "net.ipv4.ip_local_port_range = 40000 40009 (10 ports" in warned[0]
+    assert any("ephemeral ports available again" in m for _, m in msgs), msgs
+    print(warned[0], file=sys.stderr)
