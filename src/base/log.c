@@ -82,13 +82,60 @@ static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
     return len;
 }
 
-void log_emit(enum log_level level, const char *subsys, const char *fmt, ...)
+/* Appends formatted text, truncating at cap - 1; never moves len past cap - 1. */
+static size_t put(char *buf, size_t len, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static size_t put(char *buf, size_t len, size_t cap, const char *fmt, ...)
 {
-    char msg[2048];
+    if (len + 1 >= cap)
+        return len;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(buf + len, cap - len, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        return len;
+    return len + (size_t)n < cap ? len + (size_t)n : cap - 1;
+}
+
+/* Appends one field value as JSON. Returns the new length. */
+static size_t json_value(char *buf, size_t len, size_t cap, const struct log_field *f)
+{
+    switch (f->kind) {
+    case LOG_FIELD_STR:
+        if (!f->v.s)
+            return put(buf, len, cap, "null");
+        len = put(buf, len, cap, "\"");
+        len = json_escape(buf, len, cap, f->v.s);
+        return put(buf, len, cap, "\"");
+    case LOG_FIELD_U64:
+        return put(buf, len, cap, "%llu", (unsigned long long)f->v.u);
+    case LOG_FIELD_I64:
+        return put(buf, len, cap, "%lld", (long long)f->v.i);
+    case LOG_FIELD_F64:
+        if (f->v.f != f->v.f || f->v.f - f->v.f != 0) /* NaN or infinite */
+            return put(buf, len, cap, "null");
+        return put(buf, len, cap, "%.15g", f->v.f); /* 0.05, not 0.050000000000000003 */
+    case LOG_FIELD_BOOL:
+        return put(buf, len, cap, "%s", f->v.b ? "true" : "false");
+    }
+    return len;
+}
+
+/* Appends one field value as plain text: strings bare unless they hold a space, a quote or
+ * an '=' (then quoted as in JSON). Returns the new length. */
+static size_t plain_value(char *buf, size_t len, size_t cap, const struct log_field *f)
+{
+    if (f->kind == LOG_FIELD_STR && f->v.s && !strpbrk(f->v.s, " \"="))
+        return put(buf, len, cap, "%s", f->v.s);
+    return json_value(buf, len, cap, f);
+}
+
+static void vemit(enum log_level level, const char *subsys, const struct log_field *fields,
+                  const char *fmt, va_list ap)
+{
+    char msg[2048];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
 
     uint64_t now = clock_unix_ns();
     time_t secs = (time_t)(now / NS_PER_SEC);
@@ -99,26 +146,49 @@ void log_emit(enum log_level level, const char *subsys, const char *fmt, ...)
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (unsigned)((now % NS_PER_SEC) / 1000));
 
+    /* the body is cut at `cap`; the record's closing text always fits after it */
     char line[4096];
+    const size_t cap = sizeof(line) - 64;
     size_t len;
     if (log_fmt == LOG_FORMAT_JSON) {
-        len = (size_t)snprintf(line, sizeof(line),
-                               "{\"timestamp\":\"%s\",\"level\":\"%s\",\"target\":\"quilkin::%s\","
-                               "\"message\":\"",
-                               ts, level_names[level], subsys);
-        len = json_escape(line, len, sizeof(line) - 4, msg);
-        len += (size_t)snprintf(line + len, sizeof(line) - len, "\"}\n");
+        len = put(line, 0, cap, "{\"timestamp\":\"%s\",\"level\":\"%s\",\"fields\":{\"message\":\"",
+                  ts, level_names[level]);
+        len = json_escape(line, len, cap, msg);
+        len = put(line, len, cap, "\"");
+        for (const struct log_field *f = fields; f && f->key; f++) {
+            len = put(line, len, cap, ",\"");
+            len = json_escape(line, len, cap, f->key);
+            len = put(line, len, cap, "\":");
+            len = json_value(line, len, cap, f);
+        }
+        len = put(line, len, sizeof(line), "},\"target\":\"quilkin::%.32s\"}\n", subsys);
     } else {
-        int n = snprintf(line, sizeof(line), "%s %5s %s: %s\n", ts, level_names[level], subsys,
-                         msg);
-        len = n < 0 ? 0 : (size_t)n;
-    }
-    if (len >= sizeof(line)) {
-        len = sizeof(line) - 1;
-        line[len - 1] = '\n';
+        len = put(line, 0, cap, "%s %5s %s: %s", ts, level_names[level], subsys, msg);
+        for (const struct log_field *f = fields; f && f->key; f++) {
+            len = put(line, len, cap, " %s=", f->key);
+            len = plain_value(line, len, cap, f);
+        }
+        len = put(line, len, sizeof(line), "\n");
     }
     ssize_t r = write(STDOUT_FILENO, line, len);
     (void)r; /* nowhere to report a failed log write */
+}
+
+void log_emit(enum log_level level, const char *subsys, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vemit(level, subsys, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_emit_fields(enum log_level level, const char *subsys, const struct log_field *fields,
+                     const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vemit(level, subsys, fields, fmt, ap);
+    va_end(ap);
 }
 
 bool log_ratelimit_ok(struct log_ratelimit *rl, uint64_t now_ns, uint64_t *suppressed)

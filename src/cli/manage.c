@@ -285,7 +285,8 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
 {
     struct manage_opts o = {0};
     parse_manage(&o, argc, argv);
-    LOG_INFO("xds", "Starting Quilkin version=%s (manage)", QK_VERSION);
+    LOG_INFO_F("xds", LOG_FIELDS(LF_STR("version", QK_VERSION), LF_STR("command", "manage")),
+               "Starting Quilkin");
     struct manage_state *m = calloc(1, sizeof(*m));
     if (!m)
         return EXIT_RUNTIME;

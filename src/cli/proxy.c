@@ -282,16 +282,18 @@ static void reload(struct proxy_state *ps, const char *path, const struct proxy_
     if (rc < 0) {
         config_destroy(cfg);
         atomic_fetch_add(&ps->reloads_failed, 1);
-        LOG_ERROR("config", "reload rejected, the previous configuration keeps running: %s",
-                  e.msg);
+        LOG_ERROR_F("config", LOG_FIELDS(LF_STR("path", path), LF_STR("error", e.msg)),
+                    "reload rejected, the previous configuration keeps running: %s", e.msg);
         return;
     }
     uint32_t n_eps = snap->n_eps;
     size_t n_filters = snap->chain.n, n_kept = snap->chain.n_kept;
     publish(ps, snap);
     atomic_fetch_add(&ps->reloads_ok, 1);
-    LOG_INFO("config", "reloaded %s: %u endpoints, %zu filters (%zu kept with their state)",
-             path, n_eps, n_filters, n_kept);
+    LOG_INFO_F("config",
+               LOG_FIELDS(LF_STR("path", path), LF_U64("endpoints", n_eps),
+                          LF_U64("filters", n_filters), LF_U64("kept_filters", n_kept)),
+               "config reloaded");
 }
 
 /* What SIGHUP does (systemd's ExecReload, supervisord, operators): re-read the config file
@@ -307,7 +309,7 @@ static void on_sighup(struct proxy_state *ps, struct config_watch *watch, const 
     } else if (draining) {
         LOG_INFO("config", "SIGHUP: shutting down; %s is not re-read", path);
     } else {
-        LOG_INFO("config", "SIGHUP: re-reading %s", path);
+        LOG_INFO_F("config", LOG_FIELDS(LF_STR("path", path)), "SIGHUP: re-reading %s", path);
         if (watch)
             config_watch_check(watch); /* take in the file's identity: no second reload */
         reload(ps, path, o);
@@ -384,8 +386,10 @@ static int xds_apply(void *ctx, struct config *cfg, struct err *e)
     uint32_t n_eps = snap->n_eps;
     size_t n_filters = snap->chain.n, n_kept = snap->chain.n_kept;
     publish(ps, snap);
-    LOG_INFO("xds", "applied update: %u endpoints, %zu filters (%zu kept with their state)",
-             n_eps, n_filters, n_kept);
+    LOG_INFO_F("xds",
+               LOG_FIELDS(LF_U64("endpoints", n_eps), LF_U64("filters", n_filters),
+                          LF_U64("kept_filters", n_kept)),
+               "applied update");
     return 0;
 }
 
@@ -406,7 +410,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         return EXIT_RUNTIME;
     }
     parse_options(o, argc, argv);
-    LOG_INFO("proxy", "Starting Quilkin version=%s", QK_VERSION);
+    LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("version", QK_VERSION)), "Starting Quilkin");
     config_view_init(&ps->view);
     atomic_init(&ps->control.draining, false);
     atomic_init(&ps->control.stopping, false);

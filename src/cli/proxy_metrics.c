@@ -77,10 +77,8 @@ static void drops(struct strbuf *out, const char *name, const char *label,
     for (int r = 0; r < DROP_REASON_COUNT; r++) {
         if (!s->drops[r] || r == DROP_FILTER_READ || r == DROP_FILTER_WRITE)
             continue;
-        const char *event = r == DROP_FILTER_WRITE || r == DROP_SEND_DOWNSTREAM ||
-                                    r == DROP_DRAINING
-                                ? "write"
-                                : "read";
+        const char *event =
+            drop_reason_direction((enum drop_reason)r) == DIR_WRITE ? "write" : "read";
         drop_series(out, name, label, event, "", drop_reason_text((enum drop_reason)r),
                     s->drops[r]);
     }

@@ -27,6 +27,12 @@ static int cmp_i64(const void *a, const void *b)
 }
 
 /* One attempt; returns the RTT in ns (>= 0 is success) or -1. */
+/* Milliseconds to two decimals, as v0.7.0 prints them. */
+static double round2(double ms)
+{
+    return (double)(int64_t)(ms * 100.0 + 0.5) / 100.0;
+}
+
 static int64_t ping_once(int fd, const struct sockaddr *to, socklen_t to_len, const char *ep)
 {
     uint8_t nonce;
@@ -37,7 +43,8 @@ static int64_t ping_once(int fd, const struct sockaddr *to, socklen_t to_len, co
     uint8_t buf[512];
     size_t n = qcmp_encode(&p, buf);
     if (sendto(fd, buf, n, 0, to, to_len) == -1) {
-        LOG_ERROR("cli::qcmp", "send failed endpoint=%s error=%s", ep, strerror(errno));
+        LOG_ERROR_F("cli::qcmp", LOG_FIELDS(LF_STR("endpoint", ep), LF_STR("error", strerror(errno))),
+                    "send failed");
         return -1;
     }
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -46,7 +53,7 @@ static int64_t ping_once(int fd, const struct sockaddr *to, socklen_t to_len, co
         r = poll(&pfd, 1, PING_TIMEOUT_MS);
     while (r == -1 && errno == EINTR);
     if (r <= 0) {
-        LOG_ERROR("cli::qcmp", "exceeded timeout duration endpoint=%s", ep);
+        LOG_ERROR_F("cli::qcmp", LOG_FIELDS(LF_STR("endpoint", ep)), "exceeded timeout duration");
         return -1;
     }
     ssize_t got = recv(fd, buf, sizeof(buf), 0);
@@ -56,20 +63,24 @@ static int64_t ping_once(int fd, const struct sockaddr *to, socklen_t to_len, co
     if (got < 0 || qcmp_parse(buf, (size_t)got, &reply, &why) != QCMP_OK ||
         reply.kind != QCMP_PING_REPLY) {
         /* v0.7.0 panics here; we count the attempt as failed */
-        LOG_ERROR("cli::qcmp", "invalid reply endpoint=%s error=%s", ep,
-                  got < 0 ? strerror(errno) : why);
+        LOG_ERROR_F("cli::qcmp",
+                    LOG_FIELDS(LF_STR("endpoint", ep),
+                               LF_STR("error", got < 0 ? strerror(errno) : why)),
+                    "invalid reply");
         return -1;
     }
     if (reply.nonce != nonce) {
-        LOG_ERROR("cli::qcmp", "mismatched nonces sent_nonce=%u recv_nonce=%u", nonce,
-                  reply.nonce);
+        LOG_ERROR_F("cli::qcmp",
+                    LOG_FIELDS(LF_U64("sent_nonce", nonce), LF_U64("recv_nonce", reply.nonce)),
+                    "mismatched nonces");
         return -1;
     }
     int64_t rtt = (t_recv - reply.client_ts_ns) -
                   (reply.server_send_ts_ns - reply.server_recv_ts_ns);
     if (rtt < 0)
         rtt = 0; /* a server clock running backwards cannot make the network faster */
-    LOG_INFO("cli::qcmp", "successful ping delay_millis=%.2f", (double)rtt / 1e6);
+    LOG_INFO_F("cli::qcmp", LOG_FIELDS(LF_F64("delay_millis", round2((double)rtt / 1e6))),
+               "successful ping");
     return rtt;
 }
 
@@ -151,11 +162,11 @@ int cli_qcmp(const struct global_opts *g, int argc, char **argv)
         int64_t sum = 0;
         for (size_t i = 0; i < ok; i++)
             sum += rtts[i];
-        LOG_INFO("cli::qcmp",
-                 "final results median_millis=%.2f average_millis=%.2f attempts=%lu "
-                 "successful_attempts=%zu",
-                 (double)median / 1e6, (double)(sum / (int64_t)ok) / 1e6,
-                 (unsigned long)amount, ok);
+        LOG_INFO_F("cli::qcmp",
+                   LOG_FIELDS(LF_F64("median_millis", round2((double)median / 1e6)),
+                              LF_F64("average_millis", round2((double)(sum / (int64_t)ok) / 1e6)),
+                              LF_U64("attempts", amount), LF_U64("successful_attempts", ok)),
+                   "final results");
     } else {
         LOG_ERROR("cli::qcmp", "no successful results");
         status = 1;

@@ -70,9 +70,10 @@ static enum verdict debug_read(const struct filter *f, struct pkt_ctx *c)
         const struct debug_args *a = f->args;
         char src[ADDR_STR_CAP], body[1024];
         render(&c->pkt, body, sizeof(body));
-        log_emit(LOG_LEVEL_INFO, "filters::debug",
-                 "Read filter event id=%s source=%s contents=\"%s\"", a->id ? a->id : "null",
-                 addr_format(&c->src, src), body);
+        log_emit_fields(LOG_LEVEL_INFO, "filters::debug",
+                        LOG_FIELDS(LF_STR("id", a->id), LF_STR("source", addr_format(&c->src, src)),
+                                   LF_STR("contents", body)),
+                        "Read filter event");
     }
     return VERDICT_PASS;
 }
@@ -83,10 +84,11 @@ static enum verdict debug_write(const struct filter *f, struct pkt_ctx *c)
         const struct debug_args *a = f->args;
         char src[ADDR_STR_CAP], dst[ADDR_STR_CAP], body[1024];
         render(&c->pkt, body, sizeof(body));
-        log_emit(LOG_LEVEL_INFO, "filters::debug",
-                 "Write filter event id=%s source=%s dest=%s contents=\"%s\"",
-                 a->id ? a->id : "null", addr_format(&c->src, src), addr_format(&c->dst, dst),
-                 body);
+        log_emit_fields(LOG_LEVEL_INFO, "filters::debug",
+                        LOG_FIELDS(LF_STR("id", a->id), LF_STR("source", addr_format(&c->src, src)),
+                                   LF_STR("dest", addr_format(&c->dst, dst)),
+                                   LF_STR("contents", body)),
+                        "Write filter event");
     }
     return VERDICT_PASS;
 }

@@ -8,6 +8,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "config/config.h"
 #include "filters/chain.h"
 #include "net/addr.h"
 #include "net/sock.h"
@@ -63,6 +64,7 @@ struct worker {
     bool table_full_logged;
     bool ports_exhausted_logged; /* set when connect() found no ephemeral port */
     struct log_ratelimit rl_upstream, rl_socket;
+    struct log_ratelimit rl_drop[DROP_REASON_COUNT]; /* debug lines about drops */
 
     /* client -> server: receive buffers and staged sends */
     uint8_t *rx_mem;
@@ -120,16 +122,47 @@ const char *drop_reason_text(enum drop_reason r)
     return r < DROP_REASON_COUNT ? reason_text[r] : "unknown";
 }
 
+enum direction drop_reason_direction(enum drop_reason r)
+{
+    return r == DROP_FILTER_WRITE || r == DROP_SEND_DOWNSTREAM || r == DROP_DRAINING ? DIR_WRITE
+                                                                                      : DIR_READ;
+}
+
 /* Single-writer counter bump: a relaxed load and store, no locked instruction. */
 static inline void stat_add(uint64_t *c, uint64_t v)
 {
     __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
 
-static void drop(struct worker *w, enum drop_reason r)
+/* RUST_LOG=debug: one line per second per reason and worker, with the client and how many
+ * similar drops it stands for. Never called when debug is off (one branch per drop). */
+static void log_drop(struct worker *w, enum drop_reason r, const struct addr *client,
+                     const char *detail)
+{
+    uint64_t suppressed;
+    if (!log_ratelimit_ok(&w->rl_drop[r], w->now_ns, &suppressed))
+        return;
+    char peer[ADDR_STR_CAP];
+    LOG_DEBUG_F("proxy",
+                LOG_FIELDS(LF_U64("worker", w->index),
+                           LF_STR("event", drop_reason_direction(r) == DIR_WRITE ? "write"
+                                                                                  : "read"),
+                           LF_STR("reason", reason_text[r]), LF_STR("detail", detail),
+                           LF_STR("client", client ? addr_format(client, peer) : NULL),
+                           LF_U64("suppressed", suppressed)),
+                "packet dropped");
+}
+
+/* Counts a dropped packet; client (may be NULL) and detail (a filter's reason or an errno
+ * text, may be NULL) only feed the debug log. */
+static void drop_ex(struct worker *w, enum drop_reason r, const struct addr *client,
+                    const char *detail)
 {
     stat_add(&w->stats.drops[r], 1);
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        log_drop(w, r, client, detail);
 }
+
 
 /* Counts a filter's drop under its reason text: a short linear search (a chain has a
  * handful of distinct reasons, and only dropped packets pay for it). */
@@ -217,10 +250,27 @@ fail:
 
 /* ---- client -> server ---------------------------------------------------------------- */
 
+/* The peer of a failed send, for the debug log: the connected session's client when given,
+ * else the message's own destination. */
+static const struct addr *send_peer(const struct mmsghdr *m, const struct addr *client,
+                                    struct addr *tmp)
+{
+    if (client)
+        return client;
+    if (m->msg_hdr.msg_name &&
+        addr_from_sockaddr(tmp, (const struct sockaddr *)m->msg_hdr.msg_name,
+                           m->msg_hdr.msg_namelen))
+        return tmp;
+    return NULL;
+}
+
+/* Sends msgs[0..n) with as few sendmmsg calls as the kernel allows; what cannot be sent is
+ * dropped as on_fail. client: the session's client for a connected socket, else NULL. */
 static void send_all(struct worker *w, int fd, struct mmsghdr *msgs, unsigned n,
-                     enum drop_reason on_fail)
+                     enum drop_reason on_fail, const struct addr *client)
 {
     unsigned off = 0;
+    struct addr tmp;
     while (off < n) {
         int r = sendmmsg(fd, msgs + off, n - off, 0);
         if (r > 0) {
@@ -229,14 +279,15 @@ static void send_all(struct worker *w, int fd, struct mmsghdr *msgs, unsigned n,
         }
         if (r == -1 && errno == EINTR)
             continue;
+        const char *why = strerror(errno);
         if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
             /* never block a worker: the kernel queue is full, drop the rest */
             for (; off < n; off++)
-                drop(w, on_fail);
+                drop_ex(w, on_fail, send_peer(&msgs[off], client, &tmp), why);
             return;
         }
         /* e.g. ECONNREFUSED reported for an earlier datagram (ICMP): this one is lost */
-        drop(w, on_fail);
+        drop_ex(w, on_fail, send_peer(&msgs[off], client, &tmp), why);
         off++;
     }
 }
@@ -254,7 +305,7 @@ static void flush_upstream(struct worker *w)
             m->msg_iov = &w->tx[j].iov;
             m->msg_iovlen = 1;
         }
-        send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM);
+        send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM, &s->client);
     }
     w->n_tx = 0;
     w->tx_batch++;
@@ -278,6 +329,21 @@ static void stage_upstream(struct worker *w, struct session *s, uint8_t *data, u
     }
     s->tx_batch = w->tx_batch;
     s->tx_tail = i;
+}
+
+/* RUST_LOG=debug: session creation and expiry, one line each (not rate-limited: a session
+ * is an event, not a packet). Only called when debug is on. */
+static void log_session(const struct worker *w, const struct session *s, const char *what)
+{
+    char client[ADDR_STR_CAP], endpoint[ADDR_STR_CAP];
+    LOG_DEBUG_F("proxy",
+                LOG_FIELDS(LF_U64("worker", w->index),
+                           LF_STR("client", addr_format(&s->client, client)),
+                           LF_STR("endpoint", addr_format(&s->endpoint, endpoint)),
+                           LF_U64("age_secs", (w->now_ns - s->created_ns) / NS_PER_SEC),
+                           LF_U64("idle_secs", (w->now_ns - s->last_seen_ns) / NS_PER_SEC),
+                           LF_U64("sessions", session_count(w->sessions))),
+                "%s", what);
 }
 
 /* Logged once per episode (until a session socket opens again): which limit was hit and how
@@ -306,7 +372,7 @@ static struct session *open_session(struct worker *w, const struct addr *client,
 {
     struct session *s = session_insert(w->sessions, client, ep, w->now_ns);
     if (!s) {
-        drop(w, DROP_SESSION_LIMIT);
+        drop_ex(w, DROP_SESSION_LIMIT, client, NULL);
         if (!w->table_full_logged) {
             w->table_full_logged = true;
             LOG_WARN("proxy", "worker %u: session table full (%u sessions); new sessions are "
@@ -320,7 +386,7 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         /* connect() could not pick a local port: the host's ephemeral range is used up (one
          * port per session, shared with every other socket on the host) */
         session_remove(w->sessions, s);
-        drop(w, DROP_NO_LOCAL_PORT);
+        drop_ex(w, DROP_NO_LOCAL_PORT, client, NULL);
         if (!w->ports_exhausted_logged) {
             w->ports_exhausted_logged = true;
             log_ports_exhausted(w);
@@ -338,7 +404,7 @@ static struct session *open_session(struct worker *w, const struct addr *client,
                          : "",
                      (unsigned long)suppressed);
         session_remove(w->sessions, s);
-        drop(w, DROP_UPSTREAM_SOCKET);
+        drop_ex(w, DROP_UPSTREAM_SOCKET, client, strerror(-fd));
         return NULL;
     }
     if (w->ports_exhausted_logged) {
@@ -349,13 +415,16 @@ static struct session *open_session(struct worker *w, const struct addr *client,
     struct epoll_event ev = {.events = EPOLLIN,
                              .data.u64 = session_index(w->sessions, s)};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
+        int err = errno;
         close(fd);
         session_remove(w->sessions, s);
-        drop(w, DROP_UPSTREAM_SOCKET);
+        drop_ex(w, DROP_UPSTREAM_SOCKET, client, strerror(err));
         return NULL;
     }
     s->fd = fd;
     stat_add(&w->stats.sessions_created, 1);
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        log_session(w, s, "session created");
     return s;
 }
 
@@ -392,13 +461,13 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     if (m->msg_len >= MAX_DGRAM || (m->msg_hdr.msg_flags & MSG_TRUNC))
         return; /* cannot happen for UDP over IP: payloads are at most 65,527 bytes */
     if (!snap || snap->n_eps == 0) {
-        drop(w, DROP_NO_ENDPOINTS); /* spec proxy.md §3 step 2: the chain does not run */
+        drop_ex(w, DROP_NO_ENDPOINTS, &c.src, NULL); /* spec proxy.md §3 step 2: no chain */
         return;
     }
     ctx_init(w, &c, snap, w->rx_mem + (size_t)i * BUF_CAP, m->msg_len);
     memset(&c.dst, 0, sizeof(c.dst));
     if (chain_read(&snap->chain, &c) != VERDICT_PASS) {
-        drop(w, DROP_FILTER_READ);
+        drop_ex(w, DROP_FILTER_READ, &c.src, c.drop_reason);
         drop_filter(w, DIR_READ, c.drop_reason);
         return;
     }
@@ -407,7 +476,8 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     for (uint32_t k = 0; k < c.eps.n; k++) {
         const struct endpoint *ep = &snap->eps[c.eps.idx ? c.eps.idx[k] : k];
         if (ep->addr.family == 0) {
-            drop(w, DROP_UNRESOLVED); /* spec proxy.md §3 step 5: a failure stops the loop */
+            /* spec proxy.md §3 step 5: a failure stops the loop */
+            drop_ex(w, DROP_UNRESOLVED, &c.src, ep->cfg ? ep->cfg->host : NULL);
             return;
         }
         struct session *s = session_lookup(w->sessions, &c.src, &ep->addr);
@@ -454,7 +524,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
 static void flush_replies(struct worker *w)
 {
     if (w->n_rep_tx)
-        send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM);
+        send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM, NULL);
     if (w->n_rep)
         observe_proc(w, DIR_WRITE, (clock_mono_ns() - w->rep_start_ns) / w->n_rep, w->n_rep);
     w->n_rep_tx = 0;
@@ -470,7 +540,7 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
     stat_add(&w->stats.packets_write, 1); /* spec admin.md §4.1: counted before the chain */
     stat_add(&w->stats.bytes_write, len);
     if (atomic_load_explicit(&w->control->draining, memory_order_relaxed)) {
-        drop(w, DROP_DRAINING);
+        drop_ex(w, DROP_DRAINING, &s->client, NULL);
         return;
     }
     struct pkt_ctx c;
@@ -479,7 +549,7 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
     c.dst = s->client;
     c.eps.n = 0; /* the write direction has no endpoint candidates */
     if (snap && chain_write(&snap->chain, &c) != VERDICT_PASS) {
-        drop(w, DROP_FILTER_WRITE);
+        drop_ex(w, DROP_FILTER_WRITE, &s->client, c.drop_reason);
         drop_filter(w, DIR_WRITE, c.drop_reason);
         return;
     }
@@ -584,7 +654,7 @@ static void handle_qcmp(struct worker *w)
         }
         if (n_tx) {
             uint64_t before = w->stats.drops[DROP_SEND_DOWNSTREAM];
-            send_all(w, w->qcmp_fd, w->qcmp_tx, n_tx, DROP_SEND_DOWNSTREAM);
+            send_all(w, w->qcmp_fd, w->qcmp_tx, n_tx, DROP_SEND_DOWNSTREAM, NULL);
             uint64_t failed = w->stats.drops[DROP_SEND_DOWNSTREAM] - before;
             stat_add(&w->stats.qcmp_replies, n_tx - failed);
         }
@@ -610,6 +680,15 @@ static void close_session(void *ctx, struct session *s)
     stat_add(&w->stats.session_dur_sum_s, secs);
 }
 
+/* session_expire's callback: the session was idle for the timeout. */
+static void expire_session(void *ctx, struct session *s)
+{
+    struct worker *w = ctx;
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        log_session(w, s, "session expired");
+    close_session(w, s);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -631,7 +710,7 @@ static void *worker_main(void *arg)
                 handle_upstream(w, snap, (uint32_t)evs[i].data.u64);
         }
         flush_replies(w);
-        session_expire(w->sessions, w->now_ns, close_session, w);
+        session_expire(w->sessions, w->now_ns, expire_session, w);
         uint32_t live = session_count(w->sessions);
         if (w->table_full_logged && live < session_capacity(w->sessions) / 10 * 9) {
             w->table_full_logged = false;

@@ -40,6 +40,9 @@ enum direction {
     DIR_WRITE,
 };
 
+/* The direction (metric label `event`) a drop reason belongs to. */
+enum direction drop_reason_direction(enum drop_reason r);
+
 /* Drop reasons reported by filters, counted per distinct text. The text is copied (a
  * filter's reason may live only as long as its snapshot). */
 #define REASON_SLOTS 16

@@ -111,6 +111,26 @@ def run_quilkin(args, cwd, timeout=10, env=None):
                           timeout=timeout)
 
 
+def _plain_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, str) and not any(ch in v for ch in ' "='):
+        return v
+    return json.dumps(v)
+
+
+def record_text(rec):
+    """A parsed JSON log record (tracing-subscriber shape: the message and the structured
+    fields in a `fields` object) as the plain format prints it: `message k=v k=v`."""
+    if "raw" in rec and "fields" not in rec:
+        return rec["raw"]
+    fields = dict(rec.get("fields", {}))
+    text = fields.pop("message", "")
+    return text + "".join(f" {k}={_plain_value(v)}" for k, v in fields.items())
+
+
 # --------------------------------------------------------------------------
 # UDP servers and clients
 # --------------------------------------------------------------------------
@@ -319,7 +339,9 @@ class Proxy:
         return out
 
     def messages(self):
-        return [r.get("message", r.get("raw", "")) for r in self.records()]
+        """Each record as text: the message followed by its fields as `key=value`, the way
+        the plain format prints them (so one pattern matches either format)."""
+        return [record_text(r) for r in self.records()]
 
     def find(self, pattern):
         """All log messages matching ``pattern`` (substring, or compiled regex)."""

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import free_port, run_quilkin
+from conftest import free_port, record_text, run_quilkin
 
 
 def error_records(stdout):
@@ -17,7 +17,7 @@ def error_records(stdout):
         except ValueError:
             continue
         if isinstance(rec, dict) and rec.get("level") == "ERROR":
-            out.append(rec["message"])
+            out.append(record_text(rec))
     return out
 
 
@@ -292,12 +292,15 @@ def test_logs_are_json_lines_when_stdout_is_not_a_tty(proxy, echo_v4, clients):
     recs = p.records()
     assert recs and all("raw" not in r for r in recs), p.log_tail()
     for r in recs:
-        assert {"timestamp", "level", "target", "message"} <= set(r), r
+        # tracing-subscriber's JSON shape: the message inside `fields` (issue 8)
+        assert list(r) == ["timestamp", "level", "fields", "target"], r
+        assert isinstance(r["fields"].get("message"), str), r
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", r["timestamp"]), r
         assert r["level"] in ("TRACE", "DEBUG", "INFO", "WARN", "ERROR"), r
-    ready = [r for r in recs if r["message"] == "Quilkin is ready"]
+    ready = [r for r in recs if r["fields"]["message"] == "Quilkin is ready"]
     assert ready and ready[0]["level"] == "INFO"
-    assert any(r["message"].startswith("Starting Quilkin") for r in recs)
+    start = [r for r in recs if r["fields"]["message"] == "Starting Quilkin"]
+    assert start and start[0]["fields"]["version"] == "0.7.0", start
 
 
 def test_plain_log_format(proxy, echo_v4):

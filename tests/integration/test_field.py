@@ -156,3 +156,41 @@ def test_ephemeral_port_exhaustion_is_counted_logged_and_recovers(quilkin_bin):
     assert "net.ipv4.ip_local_port_range = 40000 40009 (10 ports" in warned[0]
     assert any("ephemeral ports available again" in m for _, m in msgs), msgs
     print(warned[0], file=sys.stderr)
+
+
+def test_debug_logs_sessions_and_rate_limited_drops(quilkin, echo_v4, clients):
+    """Issue 8: RUST_LOG=debug logs session creation and expiry, and dropped packets with
+    their reason at most once per second per reason (with the count it stands for), as
+    structured fields."""
+    limit = ("filters:\n  - name: quilkin.filters.local_rate_limit.v1alpha1.LocalRateLimit\n"
+             "    config: {max_packets: 1, period: 60}\n")
+    p = quilkin("--session-timeout-secs", "2", env={"RUST_LOG": "debug"},
+                config=f"clusters:\n  - endpoints:\n      - address: {echo_v4.addr}\n" + limit)
+    c = clients(p.port)
+    assert c.request(b"first")[0] == b"first"
+    created = p.wait_log("session created")
+    assert len(created) == 1
+    rec = [r for r in p.records() if r.get("fields", {}).get("message") == "session created"][0]
+    assert rec["level"] == "DEBUG"
+    assert rec["fields"]["client"] == f"127.0.0.1:{c.port}"
+    assert rec["fields"]["endpoint"] == echo_v4.addr
+    for i in range(50):
+        c.send(b"over %d" % i)
+    wait_until(lambda: scrape(p).value("quilkin_packets_dropped_total", asn="", ip_prefix="",
+                                       event="read",
+                                       source="filter  error: rate limit exceeded") == 50,
+               5, what="50 drops counted")
+    drops = [r["fields"] for r in p.records()
+             if r.get("fields", {}).get("message") == "packet dropped"]
+    assert 1 <= len(drops) <= 2, drops  # 50 drops within a second: one line (two at a tick)
+    assert drops[0]["reason"] == "filter  error" and drops[0]["detail"] == "rate limit exceeded"
+    assert drops[0]["client"] == f"127.0.0.1:{c.port}" and drops[0]["event"] == "read"
+    time.sleep(1.1)
+    c.send(b"later")
+    later = wait_until(lambda: [r["fields"] for r in p.records()
+                                if r.get("fields", {}).get("message") == "packet dropped"][
+        len(drops):], 5, what="a drop line after a second")
+    # the lines stand for every drop: 51 in all
+    assert sum(d["suppressed"] + 1 for d in drops + later) == 51, drops + later
+    expired = p.wait_log("session expired", timeout=6)
+    assert f"client=127.0.0.1:{c.port}" in expired[0] and "idle_secs=" in expired[0]

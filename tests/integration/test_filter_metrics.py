@@ -191,7 +191,7 @@ def test_counters_survive_reload(quilkin, servers, clients):
     relabelled = COMPRESS_CHAIN.replace("    config:", "    label: again\n    config:")
     with open(p.config_path, "w") as f:
         f.write(config_for(a.addr, b.addr, filters=relabelled))
-    p.wait_log(": 2 endpoints, 1 filters (0 kept with their state)")
+    p.wait_log("endpoints=2 filters=1 kept_filters=0")
     m = wait_metric(p, "quilkin_config_reloads_total", 1, result="applied")
     assert m.value(COUNTER, event="read", **COMPRESSED) == framed_before
 

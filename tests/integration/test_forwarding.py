@@ -256,7 +256,8 @@ clusters:
     assert f"source={echo_v4.addr}" in write
     assert f"dest=127.0.0.1:{client.port}" in write
     assert re.search(r'contents="?debug-me"?$', write), write
-    rec = [r for r in p.records() if "Read filter event" in r.get("message", "")][0]
+    rec = [r for r in p.records() if r.get("fields", {}).get("message") == "Read filter event"][0]
+    assert rec["fields"]["id"] == "probe-7" and rec["fields"]["contents"] == "debug-me", rec
     assert rec["level"] == "INFO"
 
 

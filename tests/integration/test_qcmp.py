@@ -13,7 +13,7 @@ import pytest
 
 from admin_helpers import decode_reply, qcmp_ping, qcmp_reply, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import QUILKIN_BIN, SILENCE, clean_env, closed_port, fmt_addr
+from conftest import QUILKIN_BIN, SILENCE, clean_env, closed_port, fmt_addr, record_text
 
 CLOCK_SLACK_NS = 5 * 10**9
 
@@ -228,13 +228,14 @@ def messages(stdout):
     out = []
     for line in stdout.splitlines():
         rec = json.loads(line)           # auto format = JSON when stdout is not a terminal
-        out.append((rec["level"], rec["message"]))
+        out.append((rec["level"], record_text(rec)))
     return out
 
 
-FINAL_RE = re.compile(r"^final results median_millis=(\d+\.\d\d) average_millis=(\d+\.\d\d) "
+FINAL_RE = re.compile(r"^final results median_millis=(\d+(?:\.\d{1,2})?) "
+                      r"average_millis=(\d+(?:\.\d{1,2})?) "
                       r"attempts=(\d+) successful_attempts=(\d+)$")
-OK_RE = re.compile(r"^successful ping delay_millis=(\d+\.\d\d)$")
+OK_RE = re.compile(r"^successful ping delay_millis=(\d+(?:\.\d{1,2})?)$")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -17,7 +17,7 @@ import pytest
 
 from admin_helpers import admin_get, scrape, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import closed_port, wait_until
+from conftest import closed_port, record_text, wait_until
 
 SWITCH_TIMEOUT = 3.0
 NO_GEO = {"asn": "", "ip_prefix": ""}
@@ -154,7 +154,7 @@ def test_reload_switches_endpoint_under_traffic(quilkin, servers, clients, strea
     assert max(a_seqs) < min(b_seqs)
     assert len(a_seqs) == a.count() and len(b_seqs) == b.count()
 
-    p.wait_log(f"reloaded {path}: 1 endpoints, 0 filters")
+    p.wait_log(f"config reloaded path={path} endpoints=1 filters=0")
     m = wait_metric(p, "quilkin_config_reloads_total", 1, result="applied")
     assert m.value("quilkin_config_reloads_total", result="rejected") == 0
     assert m.value("quilkin_cluster_active_endpoints") == 1
@@ -174,12 +174,12 @@ def test_reload_to_two_endpoints_and_back(quilkin, servers, clients):
     c = clients(p.port)
     assert c.request(b"seq:0")[0] == b"A|seq:0"
     write_in_place(p.config_path, config_for(a.addr, b.addr))
-    p.wait_log(": 2 endpoints, 0 filters")
+    p.wait_log(" endpoints=2 filters=0")
     c.send(b"seq:1")
     got = sorted(d for d, _ in c.recv_n(2))
     assert got == [b"A|seq:1", b"B|seq:1"]
     write_in_place(p.config_path, config_for(a.addr))
-    p.wait_log(": 1 endpoints, 0 filters")
+    p.wait_log(" endpoints=1 filters=0")
     assert c.request(b"seq:2")[0] == b"A|seq:2"
     c.expect_silence(0.3)
     assert b.count() == 1
@@ -235,8 +235,8 @@ def test_rejected_reloads_keep_the_old_config(quilkin, servers, clients):
     assert json.loads(admin_get(p, "/config").text)["clusters"][0]["endpoints"][0][
         "address"] == a.addr
     # rejection messages are ERROR records naming the problem
-    errors = [r["message"] for r in p.records()
-              if r.get("level") == "ERROR" and "reload rejected" in r.get("message", "")]
+    errors = [record_text(r) for r in p.records()
+              if r.get("level") == "ERROR" and "reload rejected" in record_text(r)]
     assert len(errors) == len(BROKEN)
     assert any("quilkin.filters.nope.v1alpha1.Nope" in e for e in errors), errors
     # the watch is still alive: a valid file is applied after all those rejections
@@ -275,7 +275,7 @@ def test_reload_adds_and_removes_a_drop_filter(quilkin, echo_v4, clients):
     c = clients(p.port)
     assert c.request(b"before")[0] == b"before"
     write_in_place(p.config_path, config_for(echo_v4.addr, filters=DROP))
-    p.wait_log(f"reloaded {p.config_path}: 1 endpoints, 1 filters")
+    p.wait_log(f"config reloaded path={p.config_path} endpoints=1 filters=1")
     wait_metric(p, "quilkin_config_reloads_total", 1, result="applied")
     for i in range(3):
         c.send(b"dropped %d" % i)
@@ -284,7 +284,7 @@ def test_reload_adds_and_removes_a_drop_filter(quilkin, echo_v4, clients):
     wait_metric(p, "quilkin_packets_dropped_total", 3, event="read",
                 source="filter  error: intentionally dropped", **NO_GEO)
     write_in_place(p.config_path, config_for(echo_v4.addr))
-    p.wait_log(f"reloaded {p.config_path}: 1 endpoints, 0 filters")
+    p.wait_log(f"config reloaded path={p.config_path} endpoints=1 filters=0")
     assert c.request(b"after")[0] == b"after"
     assert [d for d, _ in echo_v4.snapshot()] == [b"before", b"after"]
 
@@ -296,12 +296,12 @@ def test_reload_changes_filter_config_on_the_wire(quilkin, servers, clients):
     c.send(b"one")
     recorder.wait_for(b"one")
     write_by_rename(p.config_path, config_for(recorder.addr, filters=CONCAT))
-    p.wait_log(": 1 endpoints, 1 filters")
+    p.wait_log(" endpoints=1 filters=1")
     c.send(b"two")
     recorder.wait_for(b"twotok")
     write_by_rename(p.config_path, config_for(recorder.addr, filters=CONCAT.replace(
         "APPEND", "PREPEND").replace("dG9r", "W1td")))
-    p.wait_log(": 1 endpoints, 1 filters", count=2)
+    p.wait_log(" endpoints=1 filters=1", count=2)
     c.send(b"three")
     recorder.wait_for(b"[[]three")
     assert [d for d, _ in recorder.snapshot()] == [b"one", b"twotok", b"[[]three"]
@@ -402,14 +402,16 @@ def test_json_log_format(quilkin, echo_v4, args):
     recs = []
     for line in lines:
         rec = json.loads(line)
-        assert list(rec) == ["timestamp", "level", "target", "message"], rec
+        assert list(rec) == ["timestamp", "level", "fields", "target"], rec
         assert TS_RE.match(rec["timestamp"]), rec
         assert rec["level"] in ("ERROR", "WARN", "INFO", "DEBUG", "TRACE"), rec
         assert rec["target"].startswith("quilkin::"), rec
         recs.append(rec)
-    assert any(r["level"] == "INFO" and r["message"] == "Quilkin is ready" for r in recs)
-    assert any(r["level"] == "ERROR" and r["message"].startswith("reload rejected")
+    assert any(r["level"] == "INFO" and r["fields"]["message"] == "Quilkin is ready"
                for r in recs)
+    rejected = [r for r in recs if r["level"] == "ERROR"
+                and r["fields"]["message"].startswith("reload rejected")]
+    assert rejected and rejected[0]["fields"]["path"] == p.config_path, rejected
     assert not [r for r in recs if r["level"] in ("DEBUG", "TRACE")]
 
 
@@ -436,7 +438,7 @@ def test_rust_log_debug_shows_debug_lines(quilkin, clients, level):
     p.wait_log(re.compile(r"^upstream 127\.0\.0\.1:\d+: "))
     recs = [r for r in p.records() if r.get("level") == "DEBUG"]
     assert recs, p.log_tail()
-    assert any(r["message"].startswith("upstream 127.0.0.1:") for r in recs)
+    assert any(r["fields"]["message"].startswith("upstream 127.0.0.1:") for r in recs)
 
 
 def test_default_level_hides_debug_lines(quilkin, clients):

@@ -259,15 +259,15 @@ def test_endpoint_only_reload_keeps_the_rate_limit_budget(quilkin, servers, clie
     # only the endpoints change (one added): the spent budget stays spent
     with open(p.config_path, "w") as f:
         f.write(config_for(a.addr, b.addr) + LIMIT_3)
-    p.wait_log("reloaded", count=1)
-    assert p.find("2 endpoints, 1 filters (1 kept with their state)")
+    p.wait_log("config reloaded", count=1)
+    assert p.find("endpoints=2 filters=1 kept_filters=1")
     cl.send(b"still over")
     cl.expect_silence()
     assert b.count() == 0
     # the filter's own config changes: a new instance, a new budget
     with open(p.config_path, "w") as f:
         f.write(config_for(a.addr, b.addr) + LIMIT_3.replace("max_packets: 3", "max_packets: 4"))
-    p.wait_log("(0 kept with their state)")
+    p.wait_log("kept_filters=0")
     cl.send(b"fresh")
     assert sorted(d for d, _ in cl.recv_n(2)) == [b"A|fresh", b"B|fresh"]
 
@@ -292,7 +292,7 @@ def test_round_robin_is_one_sequence_for_all_clients_and_workers(quilkin, server
     c_ = tagged(servers, b"C")
     with open(p.config_path, "w") as f:
         f.write(config_for(a.addr, b.addr, c_.addr) + lb)
-    p.wait_log("(1 kept with their state)")
+    p.wait_log("kept_filters=1")
     seen = [clients(p.port).request(b"n%d" % i)[0].split(b"|")[0] for i in range(3)]
     # counter is 16 now: 16 % 3 = 1, then 2, then 0 (endpoints in address order)
     order = sorted([a, b, c_], key=lambda s: s.port)
@@ -315,4 +315,4 @@ def test_xds_cluster_update_keeps_the_rate_limit_budget(manage, quilkin, servers
     cl.send(b"still over")
     cl.expect_silence()
     assert b.count() == 0
-    assert p.find("(1 kept with their state)")
+    assert p.find("applied update endpoints=2 filters=1 kept_filters=1")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import closed_port, fmt_addr
+from conftest import closed_port, fmt_addr, record_text
 
 
 def let_time_pass(seconds):
@@ -173,7 +173,7 @@ def test_session_limit(proxy, echo_v4, clients):
 
     full = p.wait_log("session table full")
     assert len(full) == 1, full
-    assert [r["level"] for r in p.records() if "session table full" in r.get("message", "")] == ["WARN"]
+    assert [r["level"] for r in p.records() if "session table full" in record_text(r)] == ["WARN"]
 
     p.signal(signal.SIGTERM)
     p.wait_log("shutting down")
