@@ -84,11 +84,52 @@ static void test_node_builders(void **state)
     strbuf_deinit(&out2);
 }
 
+static struct node *parse(const char *text)
+{
+    struct err e = {{0}};
+    struct node *n = node_parse_yaml(text, strlen(text), &e);
+    assert_non_null(n);
+    return n;
+}
+
+/* node_equal decides whether a reload may keep a filter: equal means "same tree", positions
+ * aside; anything that could decode differently must compare unequal. */
+static void test_node_equal(void **state)
+{
+    (void)state;
+    struct node *a = parse("{x: 1, l: [a, {b: true}], s: \"q\"}");
+    struct node *b = parse("# moved\n\n{x: 1,   l: [a, {b: true}],\n s: \"q\"}");
+    assert_true(node_equal(a, b)); /* other lines and columns */
+    struct node *c = node_clone(a);
+    assert_true(node_equal(a, c)); /* a built copy */
+    static const char *const differ[] = {
+        "{x: 2, l: [a, {b: true}], s: \"q\"}",  /* value */
+        "{x: 1, l: [a, {b: false}], s: \"q\"}", /* nested value */
+        "{x: 1, l: [a], s: \"q\"}",             /* list length */
+        "{l: [a, {b: true}], x: 1, s: \"q\"}",  /* key order: conservatively unequal */
+        "{x: 0x1, l: [a, {b: true}], s: \"q\"}", /* same number, other text */
+        "{x: \"1\", l: [a, {b: true}], s: \"q\"}", /* a string, not an integer */
+        "{x: 1, l: [a, {b: true}], s: \"q\", t: ~}", /* one key more */
+    };
+    for (size_t i = 0; i < sizeof(differ) / sizeof(differ[0]); i++) {
+        struct node *d = parse(differ[i]);
+        if (node_equal(a, d))
+            fail_msg("equal to %s", differ[i]);
+        node_free(d);
+    }
+    assert_true(node_equal(NULL, NULL));
+    assert_false(node_equal(a, NULL));
+    node_free(a);
+    node_free(b);
+    node_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clone_is_independent_and_equal),
         cmocka_unit_test(test_node_builders),
+        cmocka_unit_test(test_node_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
