@@ -3,6 +3,8 @@
 #   make test    install deps, build with ASan+UBSan, run unit tests, fuzz replays,
 #                integration tests, and a bounded libFuzzer run
 #   make bench   install deps, build optimised, run bench/bench.sh (prints a table)
+#   make soak    the field harness (bench/soak.py), full form: a few minutes, not in `make test`
+#   make soak-short  its short form (under 75 s), part of `make test`
 
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
@@ -12,7 +14,8 @@ BUILD_FUZZ := build-fuzz
 BUILD_TSAN := build-tsan
 FUZZ_SECS  ?= 40
 
-.PHONY: all deps build build-asan run test unit integration tsan fuzz bench clean fmt check-deps
+.PHONY: all deps build build-asan run test unit integration tsan fuzz bench soak soak-short \
+        clean fmt check-deps
 
 all: build
 
@@ -60,7 +63,7 @@ tsan: deps
 	  tests/integration/test_xds_e2e.py tests/integration/test_filter_metrics.py \
 	  tests/integration/test_reload_field.py
 
-test: check-deps unit integration tsan fuzz
+test: check-deps unit integration tsan fuzz soak-short
 	@echo "make test: all suites passed"
 
 bench: build
@@ -70,6 +73,15 @@ bench: build
 	BENCH_CONFIG=bench/capture_token_router.yaml bash bench/bench.sh $(BUILD)
 	@echo "== filter timing cost (Capture + TokenRouter, one thread, no I/O) =="
 	$(BUILD)/bench_chain_cost
+
+# Field harness (issue 8): thousands of clients through a file-config and an xDS proxy with
+# churn, reloads, control-plane restarts and failing endpoints; accounts for every lost
+# packet and exits non-zero when an invariant fails. Report: build/soak/report.json.
+soak: build
+	$(PYTHON) bench/soak.py --profile full
+
+soak-short: build
+	$(PYTHON) bench/soak.py --profile short
 
 check-deps: deps
 	bash scripts/check-deps.sh
