@@ -80,6 +80,8 @@ TOKEN_ROUTER = "quilkin.filters.token_router.v1alpha1.TokenRouter"
 PASS = "quilkin.filters.pass.v1alpha1.Pass"
 RATE_LIMIT = "quilkin.filters.local_rate_limit.v1alpha1.LocalRateLimit"
 SEND_FAILED = "OS level error: send to endpoint failed"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 
 def log(msg):
@@ -1235,6 +1237,20 @@ class Harness:
                                    "planned": self.prof["cp_kills"], "cycles": self.cp_cycles,
                                    "xds_during_downtime": self.downtime_summary()}
         report["comeback_cycles"] = self.cb_cycles
+        # a sanitizer build (SOAK_QUILKIN=build-asan/quilkin) reports into the logs
+        for p in self.procs:
+            if p.role in ("proxy", "manage"):
+                try:
+                    with open(p.log_path, "rb") as f:
+                        text = f.read().decode("utf-8", "replace")
+                except OSError:
+                    continue
+                for marker in SANITIZER_MARKERS:
+                    if marker in text:
+                        self.fail(f"{p.name}: '{marker}' in its log ({p.log_path})")
+                        break
+        report["clients"] = {c.name: {k: v for k, v in r.items() if k != "groups"}
+                             for c, r in zip(self.clients, self.client_reports)}
         report["cpu_s_by_process"] = self.cpu_all
         report["crashes"] = self.crashes
         report["exit_codes"] = exit_codes
@@ -1302,6 +1318,10 @@ def print_table(rep, header):
         print(f"{g['proxy'][-1] + '/' + g['group']:<16}{g['clients']:>8}{g['active']:>7}"
               f"{g['sent']:>11}{g['received']:>11}{loss:>8}{un:>7}"
               f"{lat['p50'] / 1000:>8.2f}{lat['p99'] / 1000:>8.2f}{lat['p999'] / 1000:>8.2f}")
+    for name, c in rep["clients"].items():
+        print(f"{name}: {c['sent_total'] / c['duration_s']:.0f} datagrams/s offered, "
+              f"{c['clients_total']} distinct clients ({c['concurrent_clients']} at a time), "
+              f"schedule max lag {c['max_lag_ms']:.1f} ms, {c['late_sends']} sends >10 ms late")
     print()
     for name, p in rep["proxies"].items():
         rw = p["rss_warm_kib"] or 0
@@ -1391,6 +1411,9 @@ def main():
     t_start = time.monotonic()
     try:
         rep = h.run()
+    except SystemExit:
+        log("interrupted: stopping everything")
+        raise
     except (RuntimeError, OSError, http.client.HTTPException, ValueError) as e:
         h.stop.set()
         log(f"FAIL: the run could not complete: {e}")
