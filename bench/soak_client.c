@@ -3,7 +3,8 @@
  * address in 127.0.0.0/8 (set per datagram with IP_PKTINFO on a few sockets bound to
  * 0.0.0.0), sends at its own paced rate with mixed payload sizes, and is replaced by a new
  * client (new address) at the configured churn rate. Replies are read with recvmmsg and
- * attributed to their client by the header and the destination address (IP_PKTINFO). At the
+ * attributed to their client by the header and the destination address (IP_PKTINFO); the
+ * round-trip time runs from the send to the kernel's arrival stamp (SO_TIMESTAMPNS). At the
  * end it writes one JSON report: per group sent/received/bytes, latency percentiles, a
  * per-second series, and every anomaly it saw. It asserts nothing; every loop is bounded by a
  * count and by the run's deadline. */
@@ -143,6 +144,8 @@ struct run {
     uint64_t unknown_rx, misrouted, corrupt, wrong_source;
     uint64_t max_lag_ns, late_sends; /* late_sends: sent more than 10 ms after due */
     uint64_t sent_total;
+    int64_t rt_minus_mono_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, for kernel rx stamps */
+    uint64_t unstamped;       /* replies without a kernel timestamp (user time used) */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -650,13 +653,24 @@ static void handle_reply(struct run *r, unsigned s, const struct mmsghdr *m,
         r->wrong_source++;
     /* the reply must reach the address and socket (port) that client sent from */
     uint32_t dst = 0;
+    uint64_t rx_ns = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)&m->msg_hdr); cm;
          cm = CMSG_NXTHDR((struct msghdr *)&m->msg_hdr, cm)) {
         if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
             struct in_pktinfo pi;
             memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
             dst = pi.ipi_addr.s_addr;
+        } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            /* the kernel's arrival time: the latency then excludes our own wake-up delay */
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+            int64_t rt = (int64_t)ts.tv_sec * (int64_t)NS_PER_S + ts.tv_nsec;
+            rx_ns = (uint64_t)(rt - r->rt_minus_mono_ns);
         }
+    }
+    if (!rx_ns || rx_ns > t) {
+        r->unstamped += !rx_ns;
+        rx_ns = t;
     }
     if (dst != client_addr(r, h.uid) || s != client_sock(r, h.uid)) {
         r->misrouted++;
@@ -688,7 +702,7 @@ static void handle_reply(struct run *r, unsigned s, const struct mmsghdr *m,
     g->received++;
     g->recv_bytes += m->msg_len;
     g->ts_recv[sec_index(r, t)]++;
-    lat_add(g, t > h.send_ns ? t - h.send_ns : 0);
+    lat_add(g, rx_ns > h.send_ns ? rx_ns - h.send_ns : 0);
 }
 
 static void drain_socket(struct run *r, unsigned s)
@@ -730,7 +744,8 @@ static int open_socks(struct run *r)
             (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
         if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) == -1)
             (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
-        if (setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == -1)
+        if (setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == -1 ||
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) == -1)
             return -1;
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
         if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == -1)
@@ -789,10 +804,12 @@ static void write_report(struct run *r, FILE *f, double elapsed_s, unsigned n_se
     fprintf(f, "],\n  \"concurrent_clients\": %u, \"clients_total\": %u, \"sent_total\": %llu,\n",
             r->n_clients, r->next_uid, (unsigned long long)r->sent_total);
     fprintf(f, "  \"max_lag_ms\": %.3f, \"late_sends\": %llu, \"unknown_rx\": %llu, "
-               "\"misrouted\": %llu, \"corrupt\": %llu, \"wrong_source\": %llu,\n",
+               "\"misrouted\": %llu, \"corrupt\": %llu, \"wrong_source\": %llu, "
+               "\"unstamped\": %llu,\n",
             (double)r->max_lag_ns / 1e6, (unsigned long long)r->late_sends,
             (unsigned long long)r->unknown_rx, (unsigned long long)r->misrouted,
-            (unsigned long long)r->corrupt, (unsigned long long)r->wrong_source);
+            (unsigned long long)r->corrupt, (unsigned long long)r->wrong_source,
+            (unsigned long long)r->unstamped);
     fprintf(f, "  \"groups\": [\n");
     for (unsigned gi = 0; gi < o->n_groups; gi++) {
         const struct group *g = &o->groups[gi];
@@ -875,6 +892,10 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < WHEEL_SLOTS; i++)
         r.wheel[i] = NIL;
     r.start_ns = now_ns();
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    r.rt_minus_mono_ns = (int64_t)rt.tv_sec * (int64_t)NS_PER_S + rt.tv_nsec -
+                         (int64_t)now_ns();
     r.wheel_ms = r.start_ns / NS_PER_MS;
     uint32_t slot = 0;
     for (unsigned gi = 0; gi < o.n_groups; gi++) {
