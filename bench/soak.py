@@ -1360,9 +1360,10 @@ def print_table(rep, header):
                   f"NoPorts +{g['kernel_noports_delta_all']}")
         elif g["role"] == "comeback":
             cyc = g["cycles"]
+            around = [(c["replies_5s_before"], c["replies_while_down"], c["replies_5s_after"])
+                      for c in cyc]
             print(f"comeback: {g['restarts']} kills+restarts; replies 5 s before / while down "
-                  f"/ 5 s after each: "
-                  f"{[(c['replies_5s_before'], c['replies_while_down'], c['replies_5s_after']) for c in cyc]}"
+                  f"/ 5 s after each: {around}"
                   f"; first reply (s after restart): "
                   f"{[c['first_reply_s_after_restart'] for c in cyc]}")
     cp = rep.get("closed_ports")
