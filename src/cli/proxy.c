@@ -359,9 +359,11 @@ static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch
         if (n > 0 && watch && (pfd[1].revents & POLLIN) && config_watch_changed(watch))
             reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
         now = clock_mono_ns();
-        if (watch && now >= check_at) {
+        if (now >= check_at) {
+            /* advanced with or without a watch: a deadline left in the past would make
+             * every poll() return at once (a spinning control thread) */
             check_at = now + WATCH_CHECK_NS;
-            if (config_watch_check(watch))
+            if (watch && config_watch_check(watch))
                 reload_at = now + RELOAD_DEBOUNCE_NS;
         }
         if (reload_at && clock_mono_ns() >= reload_at) {

@@ -17,6 +17,7 @@ import pytest
 
 from admin_helpers import admin_get, scrape, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
+from xds_helpers import manage, xds_pb  # noqa: F401  (fixtures)
 from conftest import free_port, wait_until
 
 SESSION_LABELS = {"asn": "0", "country_code": "", "ip_prefix": "", "organization": "",
@@ -194,3 +195,30 @@ def test_debug_logs_sessions_and_rate_limited_drops(quilkin, echo_v4, clients):
     assert sum(d["suppressed"] + 1 for d in drops + later) == 51, drops + later
     expired = p.wait_log("session expired", timeout=6)
     assert f"client=127.0.0.1:{c.port}" in expired[0] and "idle_secs=" in expired[0]
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+
+@pytest.mark.parametrize("mode", ["to", "file", "xds"])
+def test_an_idle_proxy_does_not_spin(quilkin, manage, echo_v4, mode):
+    """Found by the field harness: with no config file to watch (--to, or -m) the control
+    loop's check deadline stayed in the past, so poll() never slept and a core was 100%
+    busy. Idle for 2 s, a proxy must use well under a tenth of a core (no traffic at all)."""
+    import os
+    if mode == "to":
+        p = quilkin("--to", echo_v4.addr)
+    elif mode == "file":
+        p = quilkin(config=f"clusters:\n  - endpoints:\n      - address: {echo_v4.addr}\n")
+    else:
+        m = manage(f"clusters:\n  - endpoints:\n      - address: {echo_v4.addr}\n")
+        p = quilkin("-m", m.url, config="version: v1alpha1\nid: idle\n", wait="admin")
+    hz = os.sysconf("SC_CLK_TCK")
+    time.sleep(0.5)  # start-up work done
+    before = cpu_ticks(p.proc.pid)
+    time.sleep(2.0)
+    used = (cpu_ticks(p.proc.pid) - before) / hz
+    assert used < 0.2, f"{used:.2f} s of CPU in 2 s idle ({mode})"
