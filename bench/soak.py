@@ -1097,9 +1097,10 @@ class Harness:
             d_post = sum(v for k, v in drops.items() if k.startswith("write: "))
             kd = per_proxy.get(pname, {"game": 0, "upstream": {}, "other": 0})
             sent = sum(g["sent"] for g in cr["groups"])
-            # leg 1: every client datagram is forwarded (read), dropped before the send
-            # (by reason) or dropped by the kernel on the proxy's game sockets
-            resid1 = sent - read - d_pre - kd["game"]
+            # leg 1: every client datagram is counted exactly once: forwarded (read), dropped
+            # by reason (before the send, or its send failed) or dropped by the kernel on the
+            # proxy's game sockets
+            resid1 = sent - read - d_pre - d_send - kd["game"]
             use = min(max(resid1, 0), backlog_left)
             backlog_left -= use
             ingress_unaccounted = resid1 - use

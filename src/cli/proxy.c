@@ -245,7 +245,11 @@ static void log_stats(const struct proxy_state *ps)
              (unsigned long)s->packets_read, (unsigned long)s->bytes_read,
              (unsigned long)s->packets_write, (unsigned long)s->bytes_write,
              (unsigned long)s->sessions_created, (unsigned long)s->sessions_expired,
-             (unsigned long)s->upstream_errors, (unsigned long)s->qcmp_pings,
+             (unsigned long)(s->upstream_errors[UPSTREAM_ERR_REFUSED] +
+                             s->upstream_errors[UPSTREAM_ERR_HOST] +
+                             s->upstream_errors[UPSTREAM_ERR_NET] +
+                             s->upstream_errors[UPSTREAM_ERR_OTHER]),
+             (unsigned long)s->qcmp_pings,
              (unsigned long)s->qcmp_replies, (unsigned long)s->qcmp_invalid);
     for (int r = 0; r < DROP_REASON_COUNT; r++)
         if (s->drops[r])

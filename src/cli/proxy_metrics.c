@@ -130,11 +130,14 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
         prom_sample_u64(out, "quilkin_bytes_total", "asn=\"\",event=\"write\",ip_prefix=\"\"", s->bytes_write);
     prom_header(out, "quilkin_errors_total", "counter", "Total number of errors");
     drops(out, "quilkin_errors_total", "display", s, rr, rw);
-    if (s->upstream_errors)
-        prom_sample_u64(out, "quilkin_errors_total",
-                        "asn=\"\",display=\"upstream receive error\",event=\"write\","
-                        "ip_prefix=\"\"",
-                        s->upstream_errors);
+    for (int k = 0; k < UPSTREAM_ERR_COUNT; k++) {
+        if (!s->upstream_errors[k])
+            continue;
+        char labels[256];
+        snprintf(labels, sizeof(labels), "asn=\"\",display=\"%s\",event=\"write\",ip_prefix=\"\"",
+                 upstream_error_text((enum upstream_error)k));
+        prom_sample_u64(out, "quilkin_errors_total", labels, s->upstream_errors[k]);
+    }
     prom_header(out, "quilkin_packets_dropped_total", "counter",
                 "Total number of dropped packets");
     drops(out, "quilkin_packets_dropped_total", "source", s, rr, rw);

@@ -44,8 +44,18 @@
 struct tx_entry {
     uint32_t session; /* index in the table */
     uint32_t next;    /* next staged send of the same session, or SESSION_NIL */
+    uint16_t pkt;     /* the received datagram (slot of the batch) it carries */
     bool is_head;
     struct iovec iov;
+};
+
+/* What became of one received datagram of the current batch. It is counted as read (spec
+ * admin.md §4.1: sent to all selected endpoints) only once its sends were flushed, and as
+ * one drop however many of its sends failed, so no datagram is counted twice. */
+struct rx_result {
+    uint64_t bytes_ok; /* bytes the kernel accepted, summed over endpoints */
+    bool passed;       /* the chain passed and every endpoint's send was staged */
+    bool failed;       /* dropped and counted (a staging failure or a failed send) */
 };
 
 struct worker {
@@ -73,6 +83,9 @@ struct worker {
     struct sockaddr_in6 rx_from[RX_BATCH];
     struct tx_entry tx[TX_CAP];
     uint32_t n_tx;
+    struct rx_result rx_res[RX_BATCH];
+    uint32_t tx_of[TX_CAP]; /* flush: message k of a sendmmsg carries tx[tx_of[k]] */
+    int tx_err[TX_CAP];     /* flush: errno of message k, 0 when sent */
     uint64_t tx_batch;
     struct mmsghdr tx_msgs[TX_CAP];
 
@@ -120,6 +133,21 @@ const double worker_session_dur_bounds_s[SESSION_DUR_BUCKETS] = {1,   5,   10,  
 const char *drop_reason_text(enum drop_reason r)
 {
     return r < DROP_REASON_COUNT ? reason_text[r] : "unknown";
+}
+
+/* The numbers in the texts are Linux's on x86-64 and arm64 (the platforms we build for). */
+_Static_assert(ECONNREFUSED == 111 && EHOSTUNREACH == 113 && ENETUNREACH == 101,
+               "errno numbers in upstream_texts");
+static const char *const upstream_texts[UPSTREAM_ERR_COUNT] = {
+    [UPSTREAM_ERR_REFUSED] = "Connection refused (os error 111)",
+    [UPSTREAM_ERR_HOST] = "No route to host (os error 113)",
+    [UPSTREAM_ERR_NET] = "Network is unreachable (os error 101)",
+    [UPSTREAM_ERR_OTHER] = "other receive error",
+};
+
+const char *upstream_error_text(enum upstream_error e)
+{
+    return e < UPSTREAM_ERR_COUNT ? upstream_texts[e] : upstream_texts[UPSTREAM_ERR_OTHER];
 }
 
 enum direction drop_reason_direction(enum drop_reason r)
@@ -264,13 +292,17 @@ static const struct addr *send_peer(const struct mmsghdr *m, const struct addr *
     return NULL;
 }
 
-/* Sends msgs[0..n) with as few sendmmsg calls as the kernel allows; what cannot be sent is
- * dropped as on_fail. client: the session's client for a connected socket, else NULL. */
+/* Sends msgs[0..n) with as few sendmmsg calls as the kernel allows. What cannot be sent is
+ * dropped as on_fail, or, when errs is given, reported there instead (errs[k] = errno of
+ * message k, 0 when sent) for the caller to count. client: the session's client for a
+ * connected socket, else NULL (debug log only). */
 static void send_all(struct worker *w, int fd, struct mmsghdr *msgs, unsigned n,
-                     enum drop_reason on_fail, const struct addr *client)
+                     enum drop_reason on_fail, const struct addr *client, int *errs)
 {
     unsigned off = 0;
     struct addr tmp;
+    if (errs)
+        memset(errs, 0, n * sizeof(*errs));
     while (off < n) {
         int r = sendmmsg(fd, msgs + off, n - off, 0);
         if (r > 0) {
@@ -279,16 +311,16 @@ static void send_all(struct worker *w, int fd, struct mmsghdr *msgs, unsigned n,
         }
         if (r == -1 && errno == EINTR)
             continue;
-        const char *why = strerror(errno);
-        if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-            /* never block a worker: the kernel queue is full, drop the rest */
-            for (; off < n; off++)
-                drop_ex(w, on_fail, send_peer(&msgs[off], client, &tmp), why);
-            return;
+        int err = r == -1 ? errno : EIO;
+        /* EAGAIN: never block a worker, the kernel queue is full: drop the rest. Otherwise
+         * (e.g. ECONNREFUSED reported for an earlier datagram's ICMP) only this one. */
+        unsigned end = err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS ? n : off + 1;
+        for (; off < end; off++) {
+            if (errs)
+                errs[off] = err;
+            else
+                drop_ex(w, on_fail, send_peer(&msgs[off], client, &tmp), strerror(err));
         }
-        /* e.g. ECONNREFUSED reported for an earlier datagram (ICMP): this one is lost */
-        drop_ex(w, on_fail, send_peer(&msgs[off], client, &tmp), why);
-        off++;
     }
 }
 
@@ -300,24 +332,37 @@ static void flush_upstream(struct worker *w)
         struct session *s = session_at(w->sessions, w->tx[i].session);
         unsigned n = 0;
         for (uint32_t j = i; j != SESSION_NIL; j = w->tx[j].next) {
+            w->tx_of[n] = j;
             struct msghdr *m = &w->tx_msgs[n++].msg_hdr;
             memset(m, 0, sizeof(*m));
             m->msg_iov = &w->tx[j].iov;
             m->msg_iovlen = 1;
         }
-        send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM, &s->client);
+        send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM, &s->client, w->tx_err);
+        for (unsigned k = 0; k < n; k++) {
+            const struct tx_entry *t = &w->tx[w->tx_of[k]];
+            struct rx_result *res = &w->rx_res[t->pkt];
+            if (!w->tx_err[k]) {
+                res->bytes_ok += t->iov.iov_len;
+            } else if (!res->failed) {
+                res->failed = true; /* spec proxy.md §3 step 5: the datagram is dropped */
+                drop_ex(w, DROP_SEND_UPSTREAM, &s->client, strerror(w->tx_err[k]));
+            }
+        }
     }
     w->n_tx = 0;
     w->tx_batch++;
 }
 
-static void stage_upstream(struct worker *w, struct session *s, uint8_t *data, uint32_t len)
+static void stage_upstream(struct worker *w, struct session *s, unsigned pkt, uint8_t *data,
+                           uint32_t len)
 {
     if (w->n_tx == TX_CAP)
         flush_upstream(w);
     uint32_t i = w->n_tx++;
     struct tx_entry *t = &w->tx[i];
     t->session = session_index(w->sessions, s);
+    t->pkt = (uint16_t)pkt;
     t->next = SESSION_NIL;
     t->iov.iov_base = data;
     t->iov.iov_len = len;
@@ -456,6 +501,8 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
 {
     struct mmsghdr *m = &w->rx_msgs[i];
     struct pkt_ctx c;
+    struct rx_result *res = &w->rx_res[i];
+    memset(res, 0, sizeof(*res));
     if (!addr_from_sockaddr(&c.src, (struct sockaddr *)&w->rx_from[i], m->msg_hdr.msg_namelen))
         return;
     if (m->msg_len >= MAX_DGRAM || (m->msg_hdr.msg_flags & MSG_TRUNC))
@@ -472,24 +519,38 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
         return;
     }
     uint8_t *data = pkt_data(&c.pkt);
-    uint64_t sent = 0;
     for (uint32_t k = 0; k < c.eps.n; k++) {
         const struct endpoint *ep = &snap->eps[c.eps.idx ? c.eps.idx[k] : k];
         if (ep->addr.family == 0) {
             /* spec proxy.md §3 step 5: a failure stops the loop */
             drop_ex(w, DROP_UNRESOLVED, &c.src, ep->cfg ? ep->cfg->host : NULL);
+            res->failed = true;
             return;
         }
         struct session *s = session_lookup(w->sessions, &c.src, &ep->addr);
-        if (s)
+        if (s) {
             session_touch(s, w->now_ns);
-        else if (!(s = open_session(w, &c.src, &ep->addr)))
+        } else if (!(s = open_session(w, &c.src, &ep->addr))) {
+            res->failed = true; /* counted by open_session */
             return;
-        stage_upstream(w, s, data, c.pkt.len);
-        sent += c.pkt.len;
+        }
+        stage_upstream(w, s, i, data, c.pkt.len);
     }
-    stat_add(&w->stats.packets_read, 1);
-    stat_add(&w->stats.bytes_read, sent);
+    res->passed = true; /* counted as read once its sends are flushed */
+}
+
+/* After the batch's sends: spec admin.md §4.1, a datagram is read once all its sends went. */
+static void count_reads(struct worker *w, unsigned n)
+{
+    uint64_t packets = 0, bytes = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (w->rx_res[i].passed && !w->rx_res[i].failed) {
+            packets++;
+            bytes += w->rx_res[i].bytes_ok;
+        }
+    }
+    stat_add(&w->stats.packets_read, packets);
+    stat_add(&w->stats.bytes_read, bytes);
 }
 
 static void handle_game(struct worker *w, const struct snapshot *snap)
@@ -513,6 +574,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
         for (int i = 0; i < n; i++)
             process_read(w, snap, (unsigned)i);
         flush_upstream(w);
+        count_reads(w, (unsigned)n);
         observe_proc(w, DIR_READ, (clock_mono_ns() - t0) / (unsigned)n, (unsigned)n);
         if (n < RX_BATCH)
             return;
@@ -524,7 +586,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
 static void flush_replies(struct worker *w)
 {
     if (w->n_rep_tx)
-        send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM, NULL);
+        send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM, NULL, NULL);
     if (w->n_rep)
         observe_proc(w, DIR_WRITE, (clock_mono_ns() - w->rep_start_ns) / w->n_rep, w->n_rep);
     w->n_rep_tx = 0;
@@ -588,7 +650,11 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
                 return;
             /* ICMP unreachable and the like: only this session is affected; the pending
              * error is cleared by reporting it, so the socket stays usable. */
-            stat_add(&w->stats.upstream_errors, 1);
+            enum upstream_error kind = errno == ECONNREFUSED   ? UPSTREAM_ERR_REFUSED
+                                       : errno == EHOSTUNREACH ? UPSTREAM_ERR_HOST
+                                       : errno == ENETUNREACH  ? UPSTREAM_ERR_NET
+                                                               : UPSTREAM_ERR_OTHER;
+            stat_add(&w->stats.upstream_errors[kind], 1);
             uint64_t suppressed;
             if (log_ratelimit_ok(&w->rl_upstream, w->now_ns, &suppressed)) {
                 char ep[ADDR_STR_CAP];
@@ -654,7 +720,7 @@ static void handle_qcmp(struct worker *w)
         }
         if (n_tx) {
             uint64_t before = w->stats.drops[DROP_SEND_DOWNSTREAM];
-            send_all(w, w->qcmp_fd, w->qcmp_tx, n_tx, DROP_SEND_DOWNSTREAM, NULL);
+            send_all(w, w->qcmp_fd, w->qcmp_tx, n_tx, DROP_SEND_DOWNSTREAM, NULL, NULL);
             uint64_t failed = w->stats.drops[DROP_SEND_DOWNSTREAM] - before;
             stat_add(&w->stats.qcmp_replies, n_tx - failed);
         }

@@ -29,6 +29,20 @@ enum drop_reason {
 /* Static text of a drop reason (spec proxy.md §10 where it has one). */
 const char *drop_reason_text(enum drop_reason r);
 
+/* Receive errors on session sockets, by cause (spec proxy.md §6: `display` is the OS
+ * error text). ICMP errors from the endpoint are the common ones. */
+enum upstream_error {
+    UPSTREAM_ERR_REFUSED = 0, /* ECONNREFUSED: port unreachable */
+    UPSTREAM_ERR_HOST,        /* EHOSTUNREACH */
+    UPSTREAM_ERR_NET,         /* ENETUNREACH */
+    UPSTREAM_ERR_OTHER,
+    UPSTREAM_ERR_COUNT,
+};
+
+/* The `display` text of a cause, as Rust's io::Error prints it ("Connection refused (os
+ * error 111)"). */
+const char *upstream_error_text(enum upstream_error e);
+
 /* Histogram bounds (spec admin.md §4.1-§4.2). */
 #define PROC_BUCKETS 13
 #define SESSION_DUR_BUCKETS 9
@@ -59,7 +73,7 @@ struct worker_stats {
     uint64_t packets_read, bytes_read;   /* client -> server, sent upstream */
     uint64_t packets_write, bytes_write; /* server -> client, received for a session */
     uint64_t drops[DROP_REASON_COUNT];
-    uint64_t upstream_errors; /* receive errors on session sockets (ICMP unreachable...) */
+    uint64_t upstream_errors[UPSTREAM_ERR_COUNT]; /* receive errors on session sockets */
     uint64_t sessions_created, sessions_expired;
     uint64_t qcmp_pings, qcmp_replies; /* valid pings received, replies sent */
     uint64_t qcmp_invalid;             /* datagrams on the QCMP port that were not a Ping */
