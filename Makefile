@@ -46,6 +46,7 @@ integration: build-asan
 
 fuzz: deps
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+	  -DCMAKE_CXX_COMPILER=clang++ \
 	  -DQK_FUZZ=ON >/dev/null
 	cmake --build $(BUILD_FUZZ) -j $(JOBS)
 	bash fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECS)

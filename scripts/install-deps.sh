@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
-  libyaml-dev liburcu-dev libcmocka-dev libpcre2-dev libsnappy-dev
+  libyaml-dev liburcu-dev libcmocka-dev libre2-dev libsnappy-dev
   libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
   iproute2 util-linux

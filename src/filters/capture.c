@@ -2,12 +2,9 @@
  * every match of a regex) into dynamic metadata, optionally cutting a prefix or suffix off
  * the packet; write is a no-op. Captured bytes are copied into the scratch arena, never
  * borrowed from the packet, which later filters may rewrite. */
-#define PCRE2_CODE_UNIT_WIDTH 8
-
 #include "config/node.h"
 #include "filters/filter.h"
-
-#include <pcre2.h>
+#include "filters/regex.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,11 +13,12 @@
 
 #define DEFAULT_KEY "quilkin.dev/capture"
 #define PRESENT_SUFFIX "/is_present"
-/* Match spans kept on the stack while scanning; beyond this a second scan fills the list. */
-#define SPAN_CAP 16
-/* JIT stack per worker: mapped lazily by PCRE2 up to the max, so the cost is address space. */
-#define JIT_STACK_START (32 * 1024)
-#define JIT_STACK_MAX (512 * 1024)
+/* Most matches one packet may yield (a List value): each further search costs time linear
+ * in the packet, and a pattern such as `(?:x*y)?` over "xxx...x" matches empty at every
+ * byte after scanning to the end, i.e. quadratic time over all matches (the regex crate's
+ * find_iter has that worst case too). Past the cap the packet is dropped, "too many regex
+ * matches" (deviation: v0.7.0 would collect them all; no routing use needs 64). */
+#define MATCH_CAP 64
 
 enum capture_strategy {
     CAPTURE_NONE = 0,
@@ -42,15 +40,14 @@ struct capture_args {
 /* Shared read-only by every worker once created. */
 struct capture_state {
     uint32_t key, present_key; /* interned metadata keys */
-    pcre2_code *re;            /* regex only; owned */
     unsigned n_workers;        /* slots in per_worker (regex only) */
 };
 
-/* Regex only: one slot per worker so read() allocates nothing. */
+/* Regex only: one compiled copy per worker, so no two workers share RE2's automaton cache
+ * (and its internal lock). Matching runs in time linear in the packet (issue 9: PCRE2's
+ * backtracking took 57 ms on one 41-byte packet with `(a|aa)+$`). */
 struct capture_worker {
-    pcre2_match_data *md;
-    pcre2_match_context *mctx; /* NULL when the pattern is not JIT-compiled */
-    pcre2_jit_stack *jit;
+    struct regex *re; /* owned */
 } __attribute__((aligned(64)));
 
 _Static_assert(sizeof(struct capture_worker) % 64 == 0, "one cache line per worker slot");
@@ -120,31 +117,18 @@ static size_t strip_unicode_flag(const char *in, size_t len, char *out)
     return o;
 }
 
-/* Compiles a Rust-dialect pattern for raw bytes: `$` only at the very end unless (?m), and
- * `.` excludes only `\n`, as in the regex crate. NULL with msg/offset filled on error. */
-static pcre2_code *compile_pattern(const char *pattern, size_t len, char *msg, size_t msg_cap,
-                                   size_t *offset)
+/* Compiles a Rust-dialect pattern for raw bytes (RE2 shares the regex crate's syntax and
+ * semantics: `$` only at the very end unless (?m), `.` excludes only `\n`, no
+ * back-references, no look-around). NULL with msg filled on error. */
+static struct regex *compile_pattern(const char *pattern, size_t len, char *msg, size_t msg_cap)
 {
     char *text = malloc(len + 1);
-    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
-    if (!text || !cc) {
-        free(text);
-        pcre2_compile_context_free(cc);
+    if (!text) {
         snprintf(msg, msg_cap, "out of memory");
-        *offset = 0;
         return NULL;
     }
     size_t n = strip_unicode_flag(pattern, len, text);
-    pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
-    int code = 0;
-    PCRE2_SIZE off = 0;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)text, n, PCRE2_DOLLAR_ENDONLY, &code, &off, cc);
-    if (!re) {
-        if (pcre2_get_error_message(code, (PCRE2_UCHAR *)msg, msg_cap) < 0)
-            snprintf(msg, msg_cap, "error %d", code);
-        *offset = off;
-    }
-    pcre2_compile_context_free(cc);
+    struct regex *re = regex_compile(text, n, msg, msg_cap);
     free(text);
     return re;
 }
@@ -179,12 +163,11 @@ static int decode_regex(struct capture_args *a, const struct node *v, struct err
     if (rc < 0)
         return rc;
     char msg[256];
-    size_t off;
-    pcre2_code *re = compile_pattern(s, p->str_len, msg, sizeof(msg), &off);
+    struct regex *re = compile_pattern(s, p->str_len, msg, sizeof(msg));
     if (!re)
-        return node_error(p, e, "regex parse error: %s at offset %zu of `%.*s`", msg, off,
+        return node_error(p, e, "regex parse error: %s in `%.*s`", msg,
                           (int)(p->str_len > 64 ? 64 : p->str_len), s);
-    pcre2_code_free(re);
+    regex_free(re);
     a->pattern = malloc(p->str_len + 1);
     if (!a->pattern)
         return node_error(p, e, "out of memory");
@@ -245,23 +228,18 @@ static void capture_destroy(struct filter *f)
 {
     struct capture_state *st = f->state;
     struct capture_worker *ws = f->per_worker;
-    for (unsigned i = 0; ws && st && i < st->n_workers; i++) {
-        pcre2_match_data_free(ws[i].md);
-        pcre2_match_context_free(ws[i].mctx);
-        pcre2_jit_stack_free(ws[i].jit);
-    }
+    for (unsigned i = 0; ws && st && i < st->n_workers; i++)
+        regex_free(ws[i].re);
     free(ws);
-    if (st)
-        pcre2_code_free(st->re);
     free(st);
     f->state = f->per_worker = NULL;
 }
 
-/* Per-worker match data (and, with JIT, a JIT stack), then one empty match on each so that
- * PCRE2's lazily allocated working memory exists before the first packet. */
+/* One compiled copy per worker, each searched once so that RE2's lazily built automaton
+ * exists before the first packet. */
 static int create_workers(struct filter *f, struct capture_state *st, unsigned n_workers)
 {
-    bool is_jit = pcre2_jit_compile(st->re, PCRE2_JIT_COMPLETE) == 0; /* else interpreter */
+    const struct capture_args *a = f->args;
     struct capture_worker *ws = aligned_alloc(64, n_workers * sizeof(*ws));
     if (!ws)
         return -ENOMEM;
@@ -269,18 +247,12 @@ static int create_workers(struct filter *f, struct capture_state *st, unsigned n
     f->per_worker = ws;
     st->n_workers = n_workers;
     for (unsigned i = 0; i < n_workers; i++) {
-        struct capture_worker *w = &ws[i];
-        w->md = pcre2_match_data_create(1, NULL); /* only the whole match is captured */
-        if (!w->md)
+        char msg[256];
+        /* from_yaml compiled it already, so a failure here is out of memory */
+        if (!(ws[i].re = compile_pattern(a->pattern, a->pattern_len, msg, sizeof(msg))))
             return -ENOMEM;
-        if (is_jit) {
-            w->jit = pcre2_jit_stack_create(JIT_STACK_START, JIT_STACK_MAX, NULL);
-            w->mctx = pcre2_match_context_create(NULL);
-            if (!w->jit || !w->mctx)
-                return -ENOMEM;
-            pcre2_jit_stack_assign(w->mctx, NULL, w->jit);
-        }
-        pcre2_match(st->re, empty_bytes, 0, 0, 0, w->md, w->mctx);
+        size_t s0, e0;
+        regex_find(ws[i].re, empty_bytes, 0, 0, &s0, &e0);
     }
     return 0;
 }
@@ -307,11 +279,6 @@ static int capture_create(struct filter *f, const struct filter_build *b, struct
     st->present_key = (uint32_t)present_key;
     if (a->strategy != CAPTURE_REGEX)
         return 0;
-    char msg[256];
-    size_t off;
-    st->re = compile_pattern(a->pattern, a->pattern_len, msg, sizeof(msg), &off);
-    if (!st->re) /* from_yaml compiled it already, so this is out of memory */
-        return -ENOMEM;
     return create_workers(f, st, b->n_workers ? b->n_workers : 1);
 }
 
@@ -343,21 +310,17 @@ struct match_iter {
 
 /* The next non-overlapping match, left to right, as Rust's regex find_iter yields them: an
  * empty match moves the search on by one byte, and an empty match ending where the previous
- * match ended is skipped (so `a*` over "baaa" gives "", "aaa"). false when there are no more
- * (a PCRE2 error such as a hit match limit also ends the scan). */
-static bool next_match(const pcre2_code *re, const struct capture_worker *w, const uint8_t *d,
-                       size_t len, struct match_iter *it, struct span *m)
+ * match ended is skipped (so `a*` over "baaa" gives "", "aaa"). false when there are no more.
+ * At most len + 1 searches, each linear in len. */
+static bool next_match(const struct capture_worker *w, const uint8_t *d, size_t len,
+                       struct match_iter *it, struct span *m)
 {
     while (it->pos <= len) {
-        int rc = pcre2_match(re, d, len, it->pos, 0, w->md, w->mctx);
-        if (rc < 0) {
+        size_t start, end;
+        if (!regex_find(w->re, d, len, it->pos, &start, &end)) {
             it->pos = len + 1;
             return false;
         }
-        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
-        size_t start = ov[0], end = ov[1];
-        if (start > end) /* \K inside a lookahead can do this; keep the end */
-            start = end;
         if (start == end) {
             it->pos = end + 1;
             if (it->has_last && end == it->last_end)
@@ -374,24 +337,21 @@ static bool next_match(const pcre2_code *re, const struct capture_worker *w, con
     return false;
 }
 
-/* Regex capture into *v: 1 captured, 0 no match, -1 scratch arena full. The packet is never
- * modified. One match gives Bytes; several give a List of Bytes whose bytes share one copy
- * of the packet region they span. */
+/* Regex capture into *v: 1 captured, 0 no match, -1 scratch arena full, -2 more than
+ * MATCH_CAP matches. The packet is never modified. One match gives Bytes; several give a
+ * List of Bytes whose bytes share one copy of the packet region they span. */
 static int capture_regex(const struct filter *f, struct pkt_ctx *c, struct md_value *v)
 {
-    const struct capture_state *st = f->state;
     const struct capture_worker *w = &((const struct capture_worker *)f->per_worker)[c->worker];
     const uint8_t *d = pkt_data(&c->pkt);
     size_t len = c->pkt.len;
-    struct span spans[SPAN_CAP], m;
-    struct match_iter it = {0}, resume = {0};
-    size_t n = 0, last_end = 0;
-    while (next_match(st->re, w, d, len, &it, &m)) {
-        if (n < SPAN_CAP)
-            spans[n] = m;
-        if (++n == SPAN_CAP)
-            resume = it;
-        last_end = m.end;
+    struct span spans[MATCH_CAP], m;
+    struct match_iter it = {0};
+    size_t n = 0;
+    while (next_match(w, d, len, &it, &m)) {
+        if (n == MATCH_CAP)
+            return -2;
+        spans[n++] = m;
     }
     if (n == 0)
         return 0;
@@ -399,19 +359,14 @@ static int capture_regex(const struct filter *f, struct pkt_ctx *c, struct md_va
         return copy_bytes(c, d + spans[0].start, spans[0].end - spans[0].start, v) ? 1 : -1;
     struct md_value region;
     struct md_value *items = arena_alloc(c->scratch, n * sizeof(*items));
-    if (!items || !copy_bytes(c, d + spans[0].start, last_end - spans[0].start, &region))
-        return -1;
     size_t first = spans[0].start;
-    it = resume; /* matches past SPAN_CAP: scan again from just after the last one kept */
+    if (!items || !copy_bytes(c, d + first, spans[n - 1].end - first, &region))
+        return -1;
     for (size_t i = 0; i < n; i++) {
-        if (i >= SPAN_CAP && !next_match(st->re, w, d, len, &it, &m)) {
-            n = i; /* cannot happen: the scan is deterministic */
-            break;
-        }
-        const struct span *s = i < SPAN_CAP ? &spans[i] : &m;
+        const struct span *sp = &spans[i];
         items[i].kind = MD_BYTES;
-        items[i].len = (uint32_t)(s->end - s->start);
-        items[i].u.bytes = s->end > s->start ? region.u.bytes + (s->start - first) : empty_bytes;
+        items[i].len = (uint32_t)(sp->end - sp->start);
+        items[i].u.bytes = sp->end > sp->start ? region.u.bytes + (sp->start - first) : empty_bytes;
     }
     v->kind = MD_LIST;
     v->len = (uint32_t)n;
@@ -433,6 +388,8 @@ static enum verdict capture_read(const struct filter *f, struct pkt_ctx *c)
     bool captured = false;
     if (a->strategy == CAPTURE_REGEX) {
         int rc = capture_regex(f, c, &v);
+        if (rc == -2)
+            return drop(c, "too many regex matches");
         if (rc < 0)
             return drop(c, "no scratch memory for the captured value");
         captured = rc > 0;

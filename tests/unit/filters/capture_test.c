@@ -350,22 +350,28 @@ static void test_regex_empty_matches(void **state)
 static void test_regex_many_matches(void **state)
 {
     (void)state;
-    /* more matches than fit the scan's stack buffer */
+    /* up to 64 matches make a List; one more drops the packet (each further search is
+     * linear in the packet: the cap bounds the time per packet) */
     assert_int_equal(build_capture("{regex: {pattern: '[a-z][0-9]'}}"), 0);
     char text[1024];
     size_t len = 0;
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 64; i++) {
         text[len++] = (char)('a' + i % 26);
         text[len++] = (char)('0' + i % 10);
         text[len++] = '-';
     }
     packet(text, len);
     assert_int_equal(chain_read(&fx.ch, &fx.c), VERDICT_PASS);
-    const struct md_value *items = list("quilkin.dev/capture", 300);
-    for (int i = 0; i < 300; i++) {
+    const struct md_value *items = list("quilkin.dev/capture", 64);
+    for (int i = 0; i < 64; i++) {
         char want[2] = {(char)('a' + i % 26), (char)('0' + i % 10)};
         assert_bytes(&items[i], want, 2);
     }
+    text[len++] = 'z';
+    text[len++] = '9';
+    packet(text, len);
+    assert_int_equal(chain_read(&fx.ch, &fx.c), VERDICT_DROP);
+    assert_string_equal(fx.c.drop_reason, "too many regex matches");
     /* and with empty matches among them */
     assert_int_equal(build_capture("{regex: {pattern: 'z*'}}"), 0);
     memset(text, 'q', 40);
@@ -374,6 +380,32 @@ static void test_regex_many_matches(void **state)
     items = list("quilkin.dev/capture", 41);
     for (int i = 0; i < 41; i++)
         assert_bytes(&items[i], "", 0);
+}
+
+/* issue 9 #1: patterns that make a backtracking engine take exponential time are matched
+ * in linear time (PCRE2 took 57 ms on this 41-byte packet); what they match is unchanged.
+ * Over 4,000 bytes of the worst input this test would not finish with a backtracker. */
+static void test_regex_bombs_are_linear(void **state)
+{
+    (void)state;
+    static char text[4000]; /* the fixture holds 4 KiB packets */
+    memset(text, 'a', sizeof(text) - 1);
+    text[sizeof(text) - 1] = 'b';
+    static const char *const bombs[] = {"(a|aa)+$", "(a*)*c", "(a+)+c", "(?:a|a)*x"};
+    for (size_t i = 0; i < sizeof(bombs) / sizeof(bombs[0]); i++) {
+        char cfg[64];
+        snprintf(cfg, sizeof(cfg), "{regex: {pattern: '%s'}}", bombs[i]);
+        assert_int_equal(build_capture(cfg), 0);
+        packet(text + sizeof(text) - 41, 41); /* 40 a, then b: the issue's packet */
+        assert_int_equal(chain_read(&fx.ch, &fx.c), VERDICT_DROP);
+        packet(text, sizeof(text));
+        assert_int_equal(chain_read(&fx.ch, &fx.c), VERDICT_DROP);
+        assert_string_equal(fx.c.drop_reason, "no value captured");
+    }
+    /* a bomb that does match: (a|aa)+$ over "aaaa" is the whole run */
+    assert_int_equal(build_capture("{regex: {pattern: '(a|aa)+$'}}"), 0);
+    packet(text, 3999);
+    assert_int_equal(chain_read(&fx.ch, &fx.c), VERDICT_PASS);
 }
 
 static void test_regex_dialect(void **state)
@@ -468,6 +500,24 @@ static void test_config_rejections(void **state)
     assert_rejected("{regex: {}}", "missing field `pattern`");
     assert_rejected("{regex: {pattern: '(unclosed'}}", "regex parse error");
     assert_rejected("{regex: {pattern: 'a{2,1}'}}", "regex parse error");
+    /* spec filters.md §2: what Rust's regex crate refuses is refused at load time */
+    static const char *const refused[] = {
+        "(a)\\\\1",   /* back-reference */
+        "(a)\\\\1(?=b)", /* back-reference and look-ahead (issue 9) */
+        "a(?=b)",        /* look-ahead */
+        "a(?!b)",        /* negative look-ahead */
+        "(?<=a)b",       /* look-behind */
+        "(?<!a)b",       /* negative look-behind */
+        "(?>a+)b",       /* atomic group */
+        "a*+",           /* possessive quantifier */
+        "(a)(?1)",       /* recursion */
+        "\\\\Kb",         /* match reset */
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char cfg[96];
+        snprintf(cfg, sizeof(cfg), "{regex: {pattern: \"%s\"}}", refused[i]);
+        assert_rejected(cfg, "regex parse error");
+    }
     assert_rejected("{metadataKey: [a], prefix: {size: 1}}", "expected a string");
     assert_rejected("[1, 2]", "expected a map");
 
@@ -504,6 +554,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_regex_no_match_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regex_empty_matches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regex_many_matches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_regex_bombs_are_linear, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regex_dialect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_regex_per_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_rejections, setup, teardown),
