@@ -13,6 +13,7 @@
 #include "config/watch.h"
 #include "net/addr.h"
 #include "net/sock.h"
+#include "proxy/ip_limit.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 #include "xds/ads_client.h"
@@ -36,6 +37,11 @@
 #define DEFAULT_QCMP_PORT 7600
 #define DEFAULT_SESSION_TIMEOUT_SECS 60
 #define DEFAULT_MAX_SESSIONS 65536
+/* Issue 9: a spoofed source sends once and never again; conntrack keeps unreplied UDP 30 s,
+ * we keep sessions that were never confirmed (client packet, reply, client packet) 10 s. */
+#define DEFAULT_UNCONFIRMED_TIMEOUT_SECS 10
+/* Generous: players behind one carrier-grade NAT address share it. */
+#define DEFAULT_MAX_SESSIONS_PER_IP 4096
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
 #define GAME_SOCKET_BUF (4 * 1024 * 1024)
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
@@ -58,6 +64,14 @@ static const char proxy_usage[] =
     "      --session-timeout-secs <SECS>\n"
     "                                 Idle session timeout (extension)\n"
     "                                 [env: QUILKIN_SESSION_TIMEOUT_SECS] [default: 60]\n"
+    "      --unconfirmed-session-timeout-secs <SECS>\n"
+    "                                 Timeout of sessions whose client has not sent again\n"
+    "                                 since the server's first reply; 0: off (extension)\n"
+    "                                 [env: QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS]\n"
+    "                                 [default: 10]\n"
+    "      --max-sessions-per-ip <N>  Sessions one client address (IPv6: /64) may hold;\n"
+    "                                 0: no limit (extension)\n"
+    "                                 [env: QUILKIN_MAX_SESSIONS_PER_IP] [default: 4096]\n"
     "      --max-sessions <N>         Session table limit (extension)\n"
     "                                 [env: QUILKIN_MAX_SESSIONS] [default: 65536, capped by\n"
     "                                 the open-files limit]\n"
@@ -76,6 +90,8 @@ struct proxy_opts {
     size_t n_to;
     uint64_t session_timeout_secs;
     uint64_t max_sessions; /* 0: default */
+    uint64_t unconfirmed_timeout_secs; /* 0: off */
+    uint64_t max_sessions_per_ip;      /* 0: no limit */
     uint64_t workers;      /* 0: one per CPU */
 };
 
@@ -96,6 +112,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->qcmp_port = DEFAULT_QCMP_PORT;
     o->session_timeout_secs = DEFAULT_SESSION_TIMEOUT_SECS;
     o->idle_request_secs = 30;
+    o->unconfirmed_timeout_secs = DEFAULT_UNCONFIRMED_TIMEOUT_SECS;
+    o->max_sessions_per_ip = DEFAULT_MAX_SESSIONS_PER_IP;
     if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
         o->management_servers[o->n_management_servers++] = env;
     if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
@@ -109,11 +127,24 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         o->session_timeout_secs = cli_parse_u64("QUILKIN_SESSION_TIMEOUT_SECS", env);
     if ((env = getenv("QUILKIN_MAX_SESSIONS")))
         o->max_sessions = cli_parse_u64("QUILKIN_MAX_SESSIONS", env);
+    if ((env = getenv("QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS")))
+        o->unconfirmed_timeout_secs =
+            cli_parse_u64("QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS", env);
+    if ((env = getenv("QUILKIN_MAX_SESSIONS_PER_IP")))
+        o->max_sessions_per_ip = cli_parse_u64("QUILKIN_MAX_SESSIONS_PER_IP", env);
     if ((env = getenv("QUILKIN_WORKERS")))
         o->workers = cli_parse_u64("QUILKIN_WORKERS", env);
     bool to_from_cli = false;
 
-    enum { OPT_MMDB = 256, OPT_IDLE, OPT_TIMEOUT, OPT_MAX_SESSIONS, OPT_WORKERS };
+    enum {
+        OPT_MMDB = 256,
+        OPT_IDLE,
+        OPT_TIMEOUT,
+        OPT_MAX_SESSIONS,
+        OPT_WORKERS,
+        OPT_UNCONFIRMED,
+        OPT_PER_IP,
+    };
     static const struct option opts[] = {
         {"management-server", required_argument, NULL, 'm'},
         {"mmdb", required_argument, NULL, OPT_MMDB},
@@ -124,6 +155,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         {"session-timeout-secs", required_argument, NULL, OPT_TIMEOUT},
         {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
         {"workers", required_argument, NULL, OPT_WORKERS},
+        {"unconfirmed-session-timeout-secs", required_argument, NULL, OPT_UNCONFIRMED},
+        {"max-sessions-per-ip", required_argument, NULL, OPT_PER_IP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -165,6 +198,13 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         case OPT_WORKERS:
             o->workers = cli_parse_u64("--workers <N>", optarg);
             break;
+        case OPT_UNCONFIRMED:
+            o->unconfirmed_timeout_secs =
+                cli_parse_u64("--unconfirmed-session-timeout-secs <SECS>", optarg);
+            break;
+        case OPT_PER_IP:
+            o->max_sessions_per_ip = cli_parse_u64("--max-sessions-per-ip <N>", optarg);
+            break;
         case 'h':
             fputs(proxy_usage, stdout);
             exit(0);
@@ -181,6 +221,12 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
                         "'--management-server <URL>'");
     if (o->session_timeout_secs == 0 || o->session_timeout_secs > 86400)
         cli_usage_error("invalid value for '--session-timeout-secs': must be 1..=86400");
+    if (o->unconfirmed_timeout_secs > 86400)
+        cli_usage_error("invalid value for '--unconfirmed-session-timeout-secs': must be "
+                        "0..=86400");
+    if (o->max_sessions_per_ip > UINT32_MAX)
+        cli_usage_error("invalid value for '--max-sessions-per-ip': must be 0..=%u",
+                        UINT32_MAX);
     if (o->workers > MAX_WORKERS)
         cli_usage_error("invalid value for '--workers': must be 0..=%d", MAX_WORKERS);
 }
@@ -428,6 +474,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     struct admin *admin = NULL;
     struct config_watch *watch = NULL;
     struct config *xds_initial = NULL; /* the ADS client's starting point, until handed over */
+    struct ip_limit *ip_limit = NULL;  /* shared by the workers; freed after they are */
     int sig_fd = -1;
 
     /* Block the signals before any thread starts (admin, workers, xDS) so that every
@@ -509,6 +556,11 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     }
     /* each worker gets an equal share; the kernel's flow hash spreads clients evenly */
     uint32_t per_worker = (uint32_t)((max_sessions + n_workers - 1) / n_workers);
+    if (o->max_sessions_per_ip &&
+        !(ip_limit = ip_limit_create((uint32_t)o->max_sessions_per_ip, clock_mono_ns()))) {
+        LOG_ERROR("proxy", "out of memory");
+        goto out;
+    }
 
     sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sig_fd == -1) {
@@ -541,6 +593,9 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                  .qcmp_fd = qfd,
                                  .max_sessions = per_worker,
                                  .session_timeout_ns = o->session_timeout_secs * 1000000000ull,
+                                 .unconfirmed_timeout_ns =
+                                     o->unconfirmed_timeout_secs * 1000000000ull,
+                                 .ip_limit = ip_limit,
                                  .control = &ps->control};
         ps->workers[i] = worker_create(&wo, &e);
         if (!ps->workers[i]) {
@@ -580,6 +635,12 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
              "max sessions %lu",
              port, ps->n_workers, (unsigned long)o->session_timeout_secs,
              (unsigned long)((uint64_t)per_worker * ps->n_workers));
+    LOG_INFO("proxy",
+             "unconfirmed sessions expire after %lus%s, at most %lu sessions per client "
+             "address%s",
+             (unsigned long)o->unconfirmed_timeout_secs,
+             o->unconfirmed_timeout_secs ? "" : " (off: the idle timeout applies)",
+             (unsigned long)o->max_sessions_per_ip, o->max_sessions_per_ip ? "" : " (off)");
     LOG_INFO("qcmp", "QCMP responder listening on [::]:%u (UDP)", qcmp_port);
     LOG_INFO("proxy", "Quilkin is ready");
     control_loop(ps, sig_fd, watch, used_path, o);
@@ -594,6 +655,7 @@ out:
         worker_join(ps->workers[i]);
     for (unsigned i = 0; i < ps->n_workers; i++)
         worker_destroy(ps->workers[i]);
+    ip_limit_destroy(ip_limit);
     snapshot_publish(NULL);
     snapshot_destroy(snap);
     config_destroy(cfg);

@@ -157,6 +157,13 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                     active);
     prom_header(out, "quilkin_session_total", "counter", "Total number of sessions created");
     prom_sample_u64(out, "quilkin_session_total", "", s->sessions_created);
+    prom_header(out, "quilkin_session_expired_total", "counter",
+                "Sessions removed after their idle timeout, by state (extension): unconfirmed "
+                "ones never saw the client again after a reply");
+    prom_sample_u64(out, "quilkin_session_expired_total", "state=\"confirmed\"",
+                    s->sessions_expired - s->sessions_expired_unconfirmed);
+    prom_sample_u64(out, "quilkin_session_expired_total", "state=\"unconfirmed\"",
+                    s->sessions_expired_unconfirmed);
     prom_header(out, "quilkin_session_duration_secs", "histogram",
                 "Duration of sessions in whole seconds");
     prom_histogram(out, "quilkin_session_duration_secs", "", worker_session_dur_bounds_s,

@@ -20,6 +20,7 @@ struct session_table {
     uint32_t next_unused; /* indices >= this were never used */
     uint32_t cap, count, hmask;
     uint64_t timeout_ns;
+    uint64_t unconfirmed_ns; /* < timeout_ns, or 0: no unconfirmed state */
     uint64_t seed;
     uint64_t wheel_sec; /* last second whose slot was processed */
     uint32_t wheel[WHEEL_SLOTS];
@@ -32,7 +33,8 @@ static uint64_t key_hash(const struct session_table *t, const struct addr *c,
     return addr_hash(c, t->seed) ^ (addr_hash(e, t->seed + 0x9e3779b97f4a7c15ull) * 31);
 }
 
-struct session_table *session_table_create(uint32_t cap, uint64_t timeout_ns, uint64_t now_ns,
+struct session_table *session_table_create(uint32_t cap, uint64_t timeout_ns,
+                                           uint64_t unconfirmed_ns, uint64_t now_ns,
                                            uint64_t seed)
 {
     if (cap == 0 || cap > (1u << 28) || timeout_ns == 0)
@@ -60,6 +62,7 @@ struct session_table *session_table_create(uint32_t cap, uint64_t timeout_ns, ui
     t->cap = cap;
     t->hmask = hsize - 1;
     t->timeout_ns = timeout_ns;
+    t->unconfirmed_ns = unconfirmed_ns < timeout_ns ? unconfirmed_ns : 0;
     t->seed = seed;
     t->wheel_sec = now_ns / SLOT_NS;
     for (uint32_t i = 0; i < WHEEL_SLOTS; i++)
@@ -127,20 +130,36 @@ struct session *session_lookup(struct session_table *t, const struct addr *clien
     }
 }
 
-/* Puts idx on the wheel slot of its deadline (rounded up to a whole second so it never
- * fires early), or the farthest slot when the deadline is beyond the wheel's span. */
+static uint64_t timeout_of(const struct session_table *t, const struct session *s)
+{
+    return s->is_confirmed ? t->timeout_ns : t->unconfirmed_ns;
+}
+
+/* Puts idx at the head of the wheel slot of its deadline (rounded up to a whole second so
+ * it never fires early), or the farthest slot when the deadline is beyond the wheel's span.
+ * The slot lists are doubly linked so a session can leave its slot in O(1). */
 static void arm(struct session_table *t, uint32_t idx)
 {
     struct session *s = &t->sessions[idx];
-    uint64_t deadline = s->last_seen_ns + t->timeout_ns;
+    uint64_t deadline = s->last_seen_ns + timeout_of(t, s);
     uint64_t sec = (deadline + SLOT_NS - 1) / SLOT_NS;
     if (sec <= t->wheel_sec)
         sec = t->wheel_sec + 1;
     if (sec > t->wheel_sec + WHEEL_SLOTS - 1)
         sec = t->wheel_sec + WHEEL_SLOTS - 1;
     uint32_t slot = (uint32_t)(sec % WHEEL_SLOTS);
-    s->wheel_next = t->wheel[slot];
+    uint32_t head = t->wheel[slot];
+    s->wheel_next = head;
+    s->wheel_prev = SESSION_NIL;
+    s->wheel_slot = (uint8_t)slot;
+    if (head != SESSION_NIL)
+        t->sessions[head].wheel_prev = idx;
     t->wheel[slot] = idx;
+}
+
+bool session_table_is_full(const struct session_table *t)
+{
+    return t->n_free == 0 && t->next_unused == t->cap;
 }
 
 struct session *session_insert(struct session_table *t, const struct addr *client,
@@ -161,6 +180,7 @@ struct session *session_insert(struct session_table *t, const struct addr *clien
     s->created_ns = now_ns;
     s->last_seen_ns = now_ns;
     s->tx_tail = SESSION_NIL;
+    s->is_confirmed = t->unconfirmed_ns == 0; /* no separate timeout: all are confirmed */
     uint32_t i = (uint32_t)key_hash(t, client, endpoint) & t->hmask;
     while (t->hash[i] != EMPTY)
         i = (i + 1) & t->hmask;
@@ -173,18 +193,13 @@ struct session *session_insert(struct session_table *t, const struct addr *clien
 void session_remove(struct session_table *t, struct session *s)
 {
     uint32_t idx = session_index(t, s);
-    /* unlink from its wheel slot: O(slot length), only used on setup failures */
-    for (uint32_t w = 0; w < WHEEL_SLOTS; w++) {
-        uint32_t *link = &t->wheel[w];
-        while (*link != SESSION_NIL) {
-            if (*link == idx) {
-                *link = s->wheel_next;
-                release(t, idx);
-                return;
-            }
-            link = &t->sessions[*link].wheel_next;
-        }
-    }
+    if (s->wheel_prev != SESSION_NIL)
+        t->sessions[s->wheel_prev].wheel_next = s->wheel_next;
+    else
+        t->wheel[s->wheel_slot] = s->wheel_next;
+    if (s->wheel_next != SESSION_NIL)
+        t->sessions[s->wheel_next].wheel_prev = s->wheel_prev;
+    release(t, idx);
 }
 
 uint32_t session_index(const struct session_table *t, const struct session *s)
@@ -216,7 +231,7 @@ uint32_t session_expire(struct session_table *t, uint64_t now_ns, session_fn fn,
         while (idx != SESSION_NIL) {
             struct session *s = &t->sessions[idx];
             uint32_t next = s->wheel_next;
-            if (s->last_seen_ns <= now_ns && now_ns - s->last_seen_ns >= t->timeout_ns) {
+            if (s->last_seen_ns <= now_ns && now_ns - s->last_seen_ns >= timeout_of(t, s)) {
                 if (fn)
                     fn(ctx, s);
                 release(t, idx);

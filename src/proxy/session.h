@@ -2,7 +2,13 @@
  * open-addressing hash for lookup and a 1 s timer wheel for idle expiry (spec proxy.md §5,
  * the seed's rule: a packet in either direction refreshes; removal within about a second of
  * the timeout, never before it). Fixed capacity, memory reserved once. Owned and used by
- * one worker thread; nothing here does I/O (the caller owns each session's socket). */
+ * one worker thread; nothing here does I/O (the caller owns each session's socket).
+ *
+ * Unconfirmed sessions (extension, issue 9): until the client sends again after the server's
+ * first reply, a session lives only the short unconfirmed timeout after its last client
+ * packet, and server packets do not refresh it. A spoofed source never sends again, so the
+ * sessions (and local ports) it makes go within seconds however the server answers; the
+ * same two-way rule as Linux conntrack's "assured" UDP flows. */
 #ifndef QK_PROXY_SESSION_H
 #define QK_PROXY_SESSION_H
 
@@ -19,18 +25,24 @@ struct session {
     struct addr endpoint;
     int fd;                /* upstream socket, owned by the worker (closed on expiry) */
     uint32_t wheel_next;   /* next session in the same wheel slot, or SESSION_NIL */
+    uint32_t wheel_prev;   /* previous one, or SESSION_NIL for the slot's head */
+    uint8_t wheel_slot;    /* the slot it is armed in */
+    bool has_reply;        /* the server has answered */
+    bool is_confirmed;     /* the client sent again after a reply: full idle timeout */
     uint64_t created_ns;   /* CLOCK_MONOTONIC */
-    uint64_t last_seen_ns; /* refreshed by traffic in either direction */
+    uint64_t last_seen_ns; /* refreshed by traffic (see session_seen_*) */
     uint64_t tx_batch;     /* worker's send staging: batch id of tx_tail */
     uint32_t tx_tail;      /* last staged send of this session in that batch */
-    uint32_t pad;
 };
 
 struct session_table;
 
-/* cap: most live sessions; timeout_ns: idle timeout (> 0); now_ns: the clock at creation.
- * Returns NULL on OOM. Memory is reserved, not touched: unused capacity costs no RSS. */
-struct session_table *session_table_create(uint32_t cap, uint64_t timeout_ns, uint64_t now_ns,
+/* cap: most live sessions; timeout_ns: idle timeout (> 0); unconfirmed_ns: the timeout of
+ * unconfirmed sessions (0 or >= timeout_ns: no separate timeout, every session is treated
+ * as confirmed); now_ns: the clock at creation. Returns NULL on OOM. Memory is reserved,
+ * not touched: unused capacity costs no RSS. */
+struct session_table *session_table_create(uint32_t cap, uint64_t timeout_ns,
+                                           uint64_t unconfirmed_ns, uint64_t now_ns,
                                            uint64_t seed);
 
 /* Callback for each removed session (to close its socket and count it). */
@@ -43,17 +55,35 @@ void session_table_destroy(struct session_table *t, session_fn fn, void *ctx);
 struct session *session_lookup(struct session_table *t, const struct addr *client,
                                const struct addr *endpoint);
 
+/* True when session_insert would refuse (check before setting up a socket). */
+bool session_table_is_full(const struct session_table *t);
+
 /* Adds a session (the caller checked it does not exist) with fd = -1, created and seen at
- * now_ns, armed on the wheel. NULL when the table is full. */
+ * now_ns, armed on the wheel, unconfirmed unless the table has no unconfirmed timeout.
+ * NULL when the table is full. */
 struct session *session_insert(struct session_table *t, const struct addr *client,
                                const struct addr *endpoint, uint64_t now_ns);
 
-/* Removes a session at once (e.g. its socket could not be set up). Calls nothing. */
+/* Removes a session at once (e.g. its socket could not be registered). O(1). Calls
+ * nothing. */
 void session_remove(struct session_table *t, struct session *s);
 
-static inline void session_touch(struct session *s, uint64_t now_ns)
+/* A client packet for s passed the chain: refreshes it, and confirms it when the server has
+ * already answered. */
+static inline void session_seen_client(struct session *s, uint64_t now_ns)
 {
     s->last_seen_ns = now_ns;
+    if (s->has_reply)
+        s->is_confirmed = true;
+}
+
+/* A server packet for s passed the chain: refreshes it only once confirmed (the seed's
+ * either-direction rule, for sessions whose client is known to be real). */
+static inline void session_seen_reply(struct session *s, uint64_t now_ns)
+{
+    s->has_reply = true;
+    if (s->is_confirmed)
+        s->last_seen_ns = now_ns;
 }
 
 /* Index of s in the table and back, for epoll data. */

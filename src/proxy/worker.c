@@ -12,6 +12,7 @@
 #include "filters/chain.h"
 #include "net/addr.h"
 #include "net/sock.h"
+#include "proxy/ip_limit.h"
 #include "proxy/session.h"
 #include "proxy/snapshot.h"
 #include "qcmp/codec.h"
@@ -73,7 +74,8 @@ struct worker {
     uint64_t now_ns, now_unix_ns;
     bool table_full_logged;
     bool ports_exhausted_logged; /* set when connect() found no ephemeral port */
-    struct log_ratelimit rl_upstream, rl_socket;
+    struct log_ratelimit rl_upstream, rl_socket, rl_ip_limit;
+    struct ip_limit *ip_limit; /* shared by all workers; NULL: no per-IP cap */
     struct log_ratelimit rl_drop[DROP_REASON_COUNT]; /* debug lines about drops */
 
     /* client -> server: receive buffers and staged sends */
@@ -118,6 +120,7 @@ static const char *const reason_text[DROP_REASON_COUNT] = {
     [DROP_SESSION_LIMIT] = "session limit reached",
     [DROP_UPSTREAM_SOCKET] = "OS level error: cannot create upstream socket",
     [DROP_NO_LOCAL_PORT] = "OS level error: no free ephemeral port for an upstream socket",
+    [DROP_IP_SESSION_LIMIT] = "per-IP session limit reached",
     [DROP_UNRESOLVED] = "OS level error: endpoint address did not resolve",
     [DROP_SEND_UPSTREAM] = "OS level error: send to endpoint failed",
     [DROP_SEND_DOWNSTREAM] =
@@ -241,8 +244,10 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     w->epfd = -1;
     w->control = o->control;
     w->timeout_ns = o->session_timeout_ns;
+    w->ip_limit = o->ip_limit;
     uint64_t now = clock_mono_ns();
-    w->sessions = session_table_create(o->max_sessions, o->session_timeout_ns, now,
+    w->sessions = session_table_create(o->max_sessions, o->session_timeout_ns,
+                                       o->unconfirmed_timeout_ns, now,
                                        now ^ ((uint64_t)o->index << 32) ^ (uintptr_t)w);
     w->rx_mem = malloc((size_t)RX_BATCH * BUF_CAP);
     w->reply_mem = malloc((size_t)RX_BATCH * BUF_CAP);
@@ -412,11 +417,13 @@ static void log_ports_exhausted(const struct worker *w)
              w->index, session_count(w->sessions), lo, hi, hi >= lo && hi ? hi - lo + 1 : 0);
 }
 
+/* Opens the session (client, ep): checks the table and the per-IP cap, then sets up the
+ * socket, and only then inserts, so a refusal costs no table work (and a failure while
+ * ports or descriptors are exhausted stays O(1) per packet). NULL when refused (counted). */
 static struct session *open_session(struct worker *w, const struct addr *client,
                                     const struct addr *ep)
 {
-    struct session *s = session_insert(w->sessions, client, ep, w->now_ns);
-    if (!s) {
+    if (session_table_is_full(w->sessions)) {
         drop_ex(w, DROP_SESSION_LIMIT, client, NULL);
         if (!w->table_full_logged) {
             w->table_full_logged = true;
@@ -426,11 +433,25 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         }
         return NULL;
     }
+    if (!ip_limit_acquire(w->ip_limit, client)) {
+        drop_ex(w, DROP_IP_SESSION_LIMIT, client, NULL);
+        uint64_t suppressed;
+        if (log_ratelimit_ok(&w->rl_ip_limit, w->now_ns, &suppressed)) {
+            char peer[ADDR_STR_CAP];
+            LOG_WARN_F("proxy",
+                       LOG_FIELDS(LF_U64("worker", w->index),
+                                  LF_STR("client", addr_format(client, peer)),
+                                  LF_U64("suppressed", suppressed)),
+                       "per-IP session limit reached (--max-sessions-per-ip); new sessions "
+                       "from this address are refused until some expire");
+        }
+        return NULL;
+    }
     int fd = sock_udp_connected(ep);
     if (fd == -EAGAIN) {
         /* connect() could not pick a local port: the host's ephemeral range is used up (one
          * port per session, shared with every other socket on the host) */
-        session_remove(w->sessions, s);
+        ip_limit_release(w->ip_limit, client);
         drop_ex(w, DROP_NO_LOCAL_PORT, client, NULL);
         if (!w->ports_exhausted_logged) {
             w->ports_exhausted_logged = true;
@@ -448,7 +469,7 @@ static struct session *open_session(struct worker *w, const struct addr *client,
                            "--max-sessions"
                          : "",
                      (unsigned long)suppressed);
-        session_remove(w->sessions, s);
+        ip_limit_release(w->ip_limit, client);
         drop_ex(w, DROP_UPSTREAM_SOCKET, client, strerror(-fd));
         return NULL;
     }
@@ -457,12 +478,14 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         LOG_INFO("proxy", "worker %u: ephemeral ports available again (%u sessions)", w->index,
                  session_count(w->sessions));
     }
+    struct session *s = session_insert(w->sessions, client, ep, w->now_ns); /* not full */
     struct epoll_event ev = {.events = EPOLLIN,
                              .data.u64 = session_index(w->sessions, s)};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
         int err = errno;
         close(fd);
-        session_remove(w->sessions, s);
+        session_remove(w->sessions, s); /* O(1) */
+        ip_limit_release(w->ip_limit, client);
         drop_ex(w, DROP_UPSTREAM_SOCKET, client, strerror(err));
         return NULL;
     }
@@ -529,7 +552,7 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
         }
         struct session *s = session_lookup(w->sessions, &c.src, &ep->addr);
         if (s) {
-            session_touch(s, w->now_ns);
+            session_seen_client(s, w->now_ns);
         } else if (!(s = open_session(w, &c.src, &ep->addr))) {
             res->failed = true; /* counted by open_session */
             return;
@@ -615,7 +638,7 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
         drop_filter(w, DIR_WRITE, c.drop_reason);
         return;
     }
-    session_touch(s, w->now_ns); /* the seed's rule: either direction refreshes */
+    session_seen_reply(s, w->now_ns); /* the seed's rule, once the session is confirmed */
     uint32_t t = w->n_rep_tx++;
     addr_to_sin6(&s->client, &w->rep_to[t]);
     w->rep_tx_iov[t].iov_base = pkt_data(&c.pkt);
@@ -737,6 +760,7 @@ static void close_session(void *ctx, struct session *s)
     if (s->fd >= 0)
         close(s->fd); /* also leaves the epoll set */
     s->fd = -1;
+    ip_limit_release(w->ip_limit, &s->client);
     stat_add(&w->stats.sessions_expired, 1);
     uint64_t secs = (w->now_ns - s->created_ns) / 1000000000ull;
     unsigned b = 0;
@@ -751,7 +775,9 @@ static void expire_session(void *ctx, struct session *s)
 {
     struct worker *w = ctx;
     if (log_enabled(LOG_LEVEL_DEBUG))
-        log_session(w, s, "session expired");
+        log_session(w, s, s->is_confirmed ? "session expired" : "unconfirmed session expired");
+    if (!s->is_confirmed)
+        stat_add(&w->stats.sessions_expired_unconfirmed, 1);
     close_session(w, s);
 }
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct err;
+struct ip_limit;
 
 enum drop_reason {
     DROP_NO_ENDPOINTS = 0, /* read: the snapshot has no endpoint */
@@ -19,6 +20,7 @@ enum drop_reason {
     DROP_SESSION_LIMIT,    /* read: the session table is full */
     DROP_UPSTREAM_SOCKET,  /* read: no upstream socket could be set up (e.g. open files) */
     DROP_NO_LOCAL_PORT,    /* read: the host has no free ephemeral port for a new session */
+    DROP_IP_SESSION_LIMIT, /* read: the client's address holds --max-sessions-per-ip */
     DROP_UNRESOLVED,       /* read: the endpoint's DNS name did not resolve */
     DROP_SEND_UPSTREAM,    /* read: sendmmsg to the endpoint failed */
     DROP_SEND_DOWNSTREAM,  /* write: sendmmsg to the client failed */
@@ -75,6 +77,7 @@ struct worker_stats {
     uint64_t drops[DROP_REASON_COUNT];
     uint64_t upstream_errors[UPSTREAM_ERR_COUNT]; /* receive errors on session sockets */
     uint64_t sessions_created, sessions_expired;
+    uint64_t sessions_expired_unconfirmed; /* of sessions_expired: never confirmed */
     uint64_t qcmp_pings, qcmp_replies; /* valid pings received, replies sent */
     uint64_t qcmp_invalid;             /* datagrams on the QCMP port that were not a Ping */
     uint64_t filter_drops_unlisted[2]; /* filter drops past REASON_SLOTS distinct reasons */
@@ -104,6 +107,8 @@ struct worker_opts {
     int qcmp_fd; /* bound SO_REUSEPORT QCMP socket, or -1; ownership passes too */
     uint32_t max_sessions;
     uint64_t session_timeout_ns;
+    uint64_t unconfirmed_timeout_ns; /* 0: no separate timeout for unconfirmed sessions */
+    struct ip_limit *ip_limit;       /* borrowed, shared by all workers; NULL: no cap */
     struct worker_control *control; /* borrowed; outlives the worker */
 };
 

@@ -78,7 +78,9 @@ def test_admin_serves_every_path_with_5000_live_sessions(quilkin, clients, sink)
     open. Here 5,000 sessions (5,000 upstream sockets) are live while every admin path is
     asked repeatedly, each time on a fresh connection."""
     n = 5000
-    p = quilkin(config=fanout_config(n, sink.port))
+    # one client holds all 5,000 (no per-IP cap) and nothing answers (no unconfirmed timeout)
+    p = quilkin("--max-sessions-per-ip", "0", "--unconfirmed-session-timeout-secs", "0",
+                config=fanout_config(n, sink.port))
     c = clients(p.port)
     c.send(b"open")
     m = wait_metric(p, "quilkin_session_active", n, timeout=60, **SESSION_LABELS)

@@ -1,0 +1,117 @@
+"""Hostile traffic (issue 9): spoofed sources must not hold sessions (and local ports) for the
+idle timeout, one address must not take every session, and each refusal is counted by
+reason. Loopback only; spoofed sources are other 127/8 addresses that never send again."""
+
+import socket
+import time
+
+from admin_helpers import scrape, wait_metric
+from admin_helpers import quilkin  # noqa: F401  (fixture)
+
+SESSION_LABELS = {"asn": "0", "country_code": "", "ip_prefix": "", "organization": "",
+                  "prefix_entity": "", "prefix_name": ""}
+READ = {"asn": "", "ip_prefix": "", "event": "read"}
+
+
+def sender(host):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(2.0)
+    return s
+
+
+def test_unconfirmed_sessions_expire_early_whatever_the_server_sends(quilkin, servers):
+    """A source that sends once and never again (a spoofed one) holds its session only for
+    the unconfirmed timeout, even when the server keeps sending to it; a client that answers
+    the server's reply is confirmed and keeps the full idle timeout."""
+    echo = servers("127.0.0.1")
+    p = quilkin("--to", echo.addr, "--session-timeout-secs", "60",
+                "--unconfirmed-session-timeout-secs", "2")
+    spoofed = sender("127.0.0.5")
+    spoofed.sendto(b"once", ("127.0.0.1", p.port))
+    src = echo.wait_for(b"once")
+    # the server streams to that session for 4 s: it must not keep it alive
+    player = sender("127.0.0.6")
+    player.sendto(b"hello", ("127.0.0.1", p.port))
+    assert player.recvfrom(100)[0] == b"hello"
+    player.sendto(b"again", ("127.0.0.1", p.port))  # confirms the player's session
+    assert player.recvfrom(100)[0] == b"again"
+    t_end = time.monotonic() + 4
+    while time.monotonic() < t_end:
+        echo.sendto(b"stream", src)
+        time.sleep(0.1)
+    m = wait_metric(p, "quilkin_session_expired_total", 1, timeout=5, state="unconfirmed")
+    assert m.value("quilkin_session_active", **SESSION_LABELS) == 1  # the player's
+    assert m.value("quilkin_session_expired_total", state="confirmed") == 0
+    player.sendto(b"still", ("127.0.0.1", p.port))
+    assert player.recvfrom(100)[0] == b"still"
+    assert scrape(p).value("quilkin_session_total") == 2
+
+
+def test_unconfirmed_timeout_zero_keeps_the_seed_rule(quilkin, servers):
+    """--unconfirmed-session-timeout-secs 0: every session has the idle timeout and replies
+    refresh it (the seed's either-direction rule)."""
+    echo = servers("127.0.0.1")
+    p = quilkin("--to", echo.addr, "--session-timeout-secs", "2",
+                "--unconfirmed-session-timeout-secs", "0")
+    c = sender("127.0.0.7")
+    c.sendto(b"once", ("127.0.0.1", p.port))
+    src = echo.wait_for(b"once")
+    t_end = time.monotonic() + 3.5
+    while time.monotonic() < t_end:  # replies alone keep it alive past its 2 s timeout
+        echo.sendto(b"stream", src)
+        time.sleep(0.2)
+    m = scrape(p)
+    assert m.value("quilkin_session_active", **SESSION_LABELS) == 1
+    assert m.value("quilkin_session_expired_total", state="unconfirmed") == 0
+
+
+def test_per_ip_session_cap_refuses_and_counts(quilkin, servers):
+    echo = servers("127.0.0.1")
+    p = quilkin("--to", echo.addr, "--max-sessions-per-ip", "3")
+    same_ip = [sender("127.0.0.8") for _ in range(5)]
+    for i, s in enumerate(same_ip):
+        s.sendto(b"s%d" % i, ("127.0.0.1", p.port))
+    m = wait_metric(p, "quilkin_packets_dropped_total", 2,
+                    source="per-IP session limit reached", **READ)
+    # the cap is one count shared by the workers: whichever 3 came first got in
+    echo.wait_count(3)
+    admitted = []
+    for i, s in enumerate(same_ip):
+        s.settimeout(0.5)
+        try:
+            assert s.recvfrom(100)[0] == b"s%d" % i
+            admitted.append(s)
+        except socket.timeout:
+            pass
+    assert len(admitted) == 3
+    assert m.value("quilkin_session_active", **SESSION_LABELS) == 3
+    # another address is not affected; the capped ones' own sessions keep working
+    other = sender("127.0.0.9")
+    other.sendto(b"other", ("127.0.0.1", p.port))
+    assert other.recvfrom(100)[0] == b"other"
+    admitted[0].sendto(b"known", ("127.0.0.1", p.port))
+    assert admitted[0].recvfrom(100)[0] == b"known"
+    p.wait_log("per-IP session limit reached")
+    assert echo.count() == 5
+
+
+def test_spoofed_flood_leaves_room_for_players(quilkin, servers):
+    """Sessions from 3,000 one-shot sources (127.10.x.y), answered by the server, are gone
+    within the unconfirmed timeout instead of the 60 s idle timeout, so the table (capped
+    here at 3,000) has room again for real players within seconds."""
+    echo = servers("127.0.0.1")
+    p = quilkin("--to", echo.addr, "--max-sessions", "3000", "--workers", "1",
+                "--unconfirmed-session-timeout-secs", "2")
+    for k in range(3000):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.10.{k // 250}.{k % 250 + 1}", 40000))
+        s.sendto(b"x", ("127.0.0.1", p.port))
+        s.close()
+    wait_metric(p, "quilkin_session_total", 3000, timeout=20)
+    player = sender("127.0.0.11")
+    player.sendto(b"full", ("127.0.0.1", p.port))
+    wait_metric(p, "quilkin_packets_dropped_total", 1, source="session limit reached", **READ)
+    wait_metric(p, "quilkin_session_expired_total", 3000, timeout=10, state="unconfirmed")
+    player.sendto(b"play", ("127.0.0.1", p.port))
+    assert player.recvfrom(100)[0] == b"play"
