@@ -1,7 +1,13 @@
 /* libmicrohttpd glue: route on method + exact path, render through the hooks, answer.
- * The daemon runs on its own thread with epoll (poll where MHD lacks it), never select():
- * a proxy holds one descriptor per session, so admin connections get numbers far above
- * FD_SETSIZE and a select() server would refuse them (a liveness probe would then fail). */
+ *
+ * Field rules (issues 8 and 9):
+ * - never select(): a proxy holds one descriptor per session, so admin connections get
+ *   numbers far above FD_SETSIZE and a select() server would refuse them. The listener
+ *   uses poll().
+ * - one thread per connection, so a slow /metrics render or a slow reader never delays a
+ *   /live probe on another connection;
+ * - idle connections cannot starve it: at most ADMIN_PER_IP connections per peer address,
+ *   ADMIN_MAX_CONNECTIONS in all, and a connection idle for ADMIN_IDLE_SECS is closed. */
 #include "admin/http.h"
 
 #include "base/err.h"
@@ -13,6 +19,11 @@
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define ADMIN_MAX_CONNECTIONS 256
+#define ADMIN_PER_IP 16 /* a node's kubelet and Prometheus need a handful */
+#define ADMIN_IDLE_SECS 5
+#define ADMIN_THREAD_STACK (256 * 1024) /* handlers render into heap buffers */
 
 struct admin {
     struct MHD_Daemon *daemon;
@@ -107,7 +118,8 @@ struct admin *admin_start(const struct addr *listen, const struct admin_hooks *h
         struct sockaddr_in6 v6;
     } sa;
     memset(&sa, 0, sizeof(sa));
-    unsigned flags = MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     if (listen->family == AF_INET) {
         sa.v4.sin_family = AF_INET;
         sa.v4.sin_port = htons(listen->port);
@@ -120,16 +132,12 @@ struct admin *admin_start(const struct addr *listen, const struct admin_hooks *h
         if (IN6_IS_ADDR_UNSPECIFIED(&sa.v6.sin6_addr))
             flags |= MHD_USE_DUAL_STACK; /* [::] also serves IPv4 clients */
     }
-    /* epoll where this libmicrohttpd has it, else poll(): both take any descriptor number */
-    static const unsigned modes[] = {MHD_USE_EPOLL_INTERNAL_THREAD, MHD_USE_POLL_INTERNAL_THREAD};
-    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]) && !a->daemon; m++) {
-        if (modes[m] == MHD_USE_EPOLL_INTERNAL_THREAD && MHD_is_feature_supported(MHD_FEATURE_EPOLL) != MHD_YES)
-            continue;
-        a->daemon = MHD_start_daemon(flags | modes[m], listen->port, NULL, NULL, handle, a,
-                                     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
-    }
+    a->daemon = MHD_start_daemon(
+        flags, listen->port, NULL, NULL, handle, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_PER_IP,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_IDLE_SECS, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)ADMIN_THREAD_STACK, MHD_OPTION_END);
     if (!a->daemon) {
         char text[ADDR_STR_CAP];
         err_set(e, "cannot start the admin server on %s (address in use or not available)",

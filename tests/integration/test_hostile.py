@@ -115,3 +115,68 @@ def test_spoofed_flood_leaves_room_for_players(quilkin, servers):
     wait_metric(p, "quilkin_session_expired_total", 3000, timeout=10, state="unconfirmed")
     player.sendto(b"play", ("127.0.0.1", p.port))
     assert player.recvfrom(100)[0] == b"play"
+
+
+# --------------------------------------------------------------------------
+# the admin port
+# --------------------------------------------------------------------------
+
+def idle_connection(p, src_host):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((src_host, 0))
+    s.settimeout(3.0)
+    s.connect((p.admin_host, p.admin_port))
+    return s
+
+
+def is_closed_by_server(s, timeout):
+    """True when the server closed the connection within timeout (EOF or reset)."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def test_idle_connections_cannot_starve_live(quilkin, echo_v4):
+    """Issue 9 #3: 64 idle TCP connections used to take every admin slot for 10 s, so /live
+    and /metrics failed. Now: at most 16 per peer address, 256 in all, idle ones closed after
+    5 s, one thread per connection."""
+    from admin_helpers import admin_get
+    p = quilkin("--to", echo_v4.addr)
+    held = []
+    try:
+        # 120 idle connections from 10 other addresses: more than the old limit of 64
+        for k in range(120):
+            held.append(idle_connection(p, f"127.0.1.{k % 10 + 1}"))
+        for _ in range(5):
+            assert admin_get(p, "/live", timeout=2.0).status == 200
+            assert admin_get(p, "/metrics", timeout=2.0).status == 200
+        # one address cannot hold more than 16: the rest are closed at once
+        greedy = [idle_connection(p, "127.0.2.1") for _ in range(30)]
+        held += greedy
+        refused = sum(1 for s in greedy if is_closed_by_server(s, 0.5))
+        assert refused >= 14, refused
+        assert admin_get(p, "/live", timeout=2.0).status == 200
+        # idle ones are closed by the server within about 5 s
+        assert is_closed_by_server(held[0], 8.0)
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_slow_metrics_reader_does_not_delay_live(quilkin, echo_v4):
+    from admin_helpers import admin_get
+    p = quilkin("--to", echo_v4.addr)
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    slow.connect((p.admin_host, p.admin_port))
+    try:
+        for _ in range(20):  # requests pile up on a connection that is never read
+            slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(10):
+            assert admin_get(p, "/live", timeout=1.0).status == 200
+    finally:
+        slow.close()
