@@ -42,6 +42,10 @@
 #define DEFAULT_UNCONFIRMED_TIMEOUT_SECS 10
 /* Generous: players behind one carrier-grade NAT address share it. */
 #define DEFAULT_MAX_SESSIONS_PER_IP 4096
+/* QCMP: a client pings a few times a second; 20/s with a burst of 40 never limits it, and
+ * bounds what one spoofed victim address can be sent to 660 bytes/s per worker. */
+#define DEFAULT_QCMP_SOURCE_RATE 20
+#define DEFAULT_QCMP_GLOBAL_RATE 20000
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
 #define GAME_SOCKET_BUF (4 * 1024 * 1024)
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
@@ -72,6 +76,12 @@ static const char proxy_usage[] =
     "      --max-sessions-per-ip <N>  Sessions one client address (IPv6: /64) may hold;\n"
     "                                 0: no limit (extension)\n"
     "                                 [env: QUILKIN_MAX_SESSIONS_PER_IP] [default: 4096]\n"
+    "      --qcmp-source-rate <N>     QCMP replies per second per source address, burst\n"
+    "                                 2N; 0: no limit (extension) [env:\n"
+    "                                 QUILKIN_QCMP_SOURCE_RATE] [default: 20]\n"
+    "      --qcmp-global-rate <N>     QCMP replies per second in all; 0: no limit\n"
+    "                                 (extension) [env: QUILKIN_QCMP_GLOBAL_RATE]\n"
+    "                                 [default: 20000]\n"
     "      --max-sessions <N>         Session table limit (extension)\n"
     "                                 [env: QUILKIN_MAX_SESSIONS] [default: 65536, capped by\n"
     "                                 the open-files limit]\n"
@@ -92,6 +102,7 @@ struct proxy_opts {
     uint64_t max_sessions; /* 0: default */
     uint64_t unconfirmed_timeout_secs; /* 0: off */
     uint64_t max_sessions_per_ip;      /* 0: no limit */
+    uint64_t qcmp_source_rate, qcmp_global_rate; /* replies/s; 0: no limit */
     uint64_t workers;      /* 0: one per CPU */
 };
 
@@ -114,6 +125,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->idle_request_secs = 30;
     o->unconfirmed_timeout_secs = DEFAULT_UNCONFIRMED_TIMEOUT_SECS;
     o->max_sessions_per_ip = DEFAULT_MAX_SESSIONS_PER_IP;
+    o->qcmp_source_rate = DEFAULT_QCMP_SOURCE_RATE;
+    o->qcmp_global_rate = DEFAULT_QCMP_GLOBAL_RATE;
     if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
         o->management_servers[o->n_management_servers++] = env;
     if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
@@ -132,6 +145,10 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             cli_parse_u64("QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS", env);
     if ((env = getenv("QUILKIN_MAX_SESSIONS_PER_IP")))
         o->max_sessions_per_ip = cli_parse_u64("QUILKIN_MAX_SESSIONS_PER_IP", env);
+    if ((env = getenv("QUILKIN_QCMP_SOURCE_RATE")))
+        o->qcmp_source_rate = cli_parse_u64("QUILKIN_QCMP_SOURCE_RATE", env);
+    if ((env = getenv("QUILKIN_QCMP_GLOBAL_RATE")))
+        o->qcmp_global_rate = cli_parse_u64("QUILKIN_QCMP_GLOBAL_RATE", env);
     if ((env = getenv("QUILKIN_WORKERS")))
         o->workers = cli_parse_u64("QUILKIN_WORKERS", env);
     bool to_from_cli = false;
@@ -144,6 +161,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         OPT_WORKERS,
         OPT_UNCONFIRMED,
         OPT_PER_IP,
+        OPT_QCMP_SOURCE,
+        OPT_QCMP_GLOBAL,
     };
     static const struct option opts[] = {
         {"management-server", required_argument, NULL, 'm'},
@@ -157,6 +176,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         {"workers", required_argument, NULL, OPT_WORKERS},
         {"unconfirmed-session-timeout-secs", required_argument, NULL, OPT_UNCONFIRMED},
         {"max-sessions-per-ip", required_argument, NULL, OPT_PER_IP},
+        {"qcmp-source-rate", required_argument, NULL, OPT_QCMP_SOURCE},
+        {"qcmp-global-rate", required_argument, NULL, OPT_QCMP_GLOBAL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -205,6 +226,12 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         case OPT_PER_IP:
             o->max_sessions_per_ip = cli_parse_u64("--max-sessions-per-ip <N>", optarg);
             break;
+        case OPT_QCMP_SOURCE:
+            o->qcmp_source_rate = cli_parse_u64("--qcmp-source-rate <N>", optarg);
+            break;
+        case OPT_QCMP_GLOBAL:
+            o->qcmp_global_rate = cli_parse_u64("--qcmp-global-rate <N>", optarg);
+            break;
         case 'h':
             fputs(proxy_usage, stdout);
             exit(0);
@@ -227,6 +254,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     if (o->max_sessions_per_ip > UINT32_MAX)
         cli_usage_error("invalid value for '--max-sessions-per-ip': must be 0..=%u",
                         UINT32_MAX);
+    if (o->qcmp_source_rate > 1000000 || o->qcmp_global_rate > 100000000)
+        cli_usage_error("invalid QCMP rate: at most 1000000 per source and 100000000 in all");
     if (o->workers > MAX_WORKERS)
         cli_usage_error("invalid value for '--workers': must be 0..=%d", MAX_WORKERS);
 }
@@ -596,6 +625,11 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                  .unconfirmed_timeout_ns =
                                      o->unconfirmed_timeout_secs * 1000000000ull,
                                  .ip_limit = ip_limit,
+                                 .qcmp_source_rate = (uint32_t)o->qcmp_source_rate,
+                                 /* the total is split evenly over the workers */
+                                 .qcmp_global_rate =
+                                     (uint32_t)((o->qcmp_global_rate + n_workers - 1) /
+                                                n_workers),
                                  .control = &ps->control};
         ps->workers[i] = worker_create(&wo, &e);
         if (!ps->workers[i]) {

@@ -181,6 +181,10 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
     prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"ping\"", s->qcmp_pings);
     prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"reply\"", s->qcmp_replies);
     prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"invalid\"", s->qcmp_invalid);
+    prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"limited_source\"",
+                    s->qcmp_limited_source);
+    prom_sample_u64(out, "quilkin_qcmp_packets_total", "kind=\"limited_global\"",
+                    s->qcmp_limited_global);
     prom_header(out, "quilkin_config_reloads_total", "counter",
                 "Config file reloads by result (applied or rejected)");
     prom_sample_u64(out, "quilkin_config_reloads_total", "result=\"applied\"",

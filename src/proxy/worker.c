@@ -16,6 +16,7 @@
 #include "proxy/session.h"
 #include "proxy/snapshot.h"
 #include "qcmp/codec.h"
+#include "qcmp/ratelimit.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -76,6 +77,7 @@ struct worker {
     bool ports_exhausted_logged; /* set when connect() found no ephemeral port */
     struct log_ratelimit rl_upstream, rl_socket, rl_ip_limit;
     struct ip_limit *ip_limit; /* shared by all workers; NULL: no per-IP cap */
+    struct qcmp_ratelimit *qcmp_rl; /* owned */
     struct log_ratelimit rl_drop[DROP_REASON_COUNT]; /* debug lines about drops */
 
     /* client -> server: receive buffers and staged sends */
@@ -246,13 +248,15 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     w->timeout_ns = o->session_timeout_ns;
     w->ip_limit = o->ip_limit;
     uint64_t now = clock_mono_ns();
+    w->qcmp_rl = qcmp_ratelimit_create(o->qcmp_source_rate, o->qcmp_global_rate,
+                                       now ^ ((uint64_t)o->index << 48));
     w->sessions = session_table_create(o->max_sessions, o->session_timeout_ns,
                                        o->unconfirmed_timeout_ns, now,
                                        now ^ ((uint64_t)o->index << 32) ^ (uintptr_t)w);
     w->rx_mem = malloc((size_t)RX_BATCH * BUF_CAP);
     w->reply_mem = malloc((size_t)RX_BATCH * BUF_CAP);
     w->spare = malloc(BUF_CAP);
-    if (!w->sessions || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
+    if (!w->sessions || !w->qcmp_rl || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
     }
@@ -730,6 +734,18 @@ static void handle_qcmp(struct worker *w)
                 continue;
             }
             stat_add(&w->stats.qcmp_pings, 1);
+            struct addr src;
+            if (!addr_from_sockaddr(&src, (struct sockaddr *)&w->qcmp_from[i],
+                                    m->msg_hdr.msg_namelen))
+                continue;
+            enum qcmp_verdict v = qcmp_ratelimit_check(w->qcmp_rl, &src, w->now_ns);
+            if (v != QCMP_ALLOW) {
+                /* no reply: the proxy is nobody's reflector */
+                stat_add(v == QCMP_LIMIT_SOURCE ? &w->stats.qcmp_limited_source
+                                                : &w->stats.qcmp_limited_global,
+                         1);
+                continue;
+            }
             p.kind = QCMP_PING_REPLY;
             p.server_recv_ts_ns = t_recv;
             p.server_send_ts_ns = (int64_t)clock_unix_ns();
@@ -844,6 +860,7 @@ void worker_destroy(struct worker *w)
     if (w->qcmp_fd >= 0)
         close(w->qcmp_fd);
     arena_deinit(&w->scratch);
+    qcmp_ratelimit_destroy(w->qcmp_rl);
     free(w->rx_mem);
     free(w->reply_mem);
     free(w->spare);

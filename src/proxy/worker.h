@@ -80,6 +80,8 @@ struct worker_stats {
     uint64_t sessions_expired_unconfirmed; /* of sessions_expired: never confirmed */
     uint64_t qcmp_pings, qcmp_replies; /* valid pings received, replies sent */
     uint64_t qcmp_invalid;             /* datagrams on the QCMP port that were not a Ping */
+    uint64_t qcmp_limited_source;      /* pings not answered: their source's rate */
+    uint64_t qcmp_limited_global;      /* pings not answered: the worker's total rate */
     uint64_t filter_drops_unlisted[2]; /* filter drops past REASON_SLOTS distinct reasons */
     /* per-packet processing time: each batch's time divided by its packets (one clock read
        per batch instead of two per packet) */
@@ -109,6 +111,8 @@ struct worker_opts {
     uint64_t session_timeout_ns;
     uint64_t unconfirmed_timeout_ns; /* 0: no separate timeout for unconfirmed sessions */
     struct ip_limit *ip_limit;       /* borrowed, shared by all workers; NULL: no cap */
+    uint32_t qcmp_source_rate;       /* QCMP replies/s per source address (0: no limit) */
+    uint32_t qcmp_global_rate;       /* QCMP replies/s for this worker (0: no limit) */
     struct worker_control *control; /* borrowed; outlives the worker */
 };
 

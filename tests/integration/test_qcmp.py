@@ -127,7 +127,9 @@ def test_ipv4_mapped_source_gets_reply_on_dual_stack_socket(quilkin, echo_v4):
 
 
 def test_burst_of_pings_all_answered(quilkin, echo_v4):
-    p = quilkin("--to", echo_v4.addr)
+    """Without the per-source reply limit (extension, issue 9) every ping of a burst is
+    answered; the default limit is tested below."""
+    p = quilkin("--to", echo_v4.addr, "--qcmp-source-rate", "0")
     s = udp_socket("127.0.0.1")
     try:
         sent = {}
@@ -391,3 +393,28 @@ def test_qcmp_without_ping_subcommand_exits_2():
                        capture_output=True, text=True, timeout=5)
     assert r.returncode == 2
     assert r.stderr.strip()
+
+
+def test_reply_rate_is_limited_per_source(quilkin, echo_v4):
+    """Issue 9 #4: QCMP replies are 1.9x the ping's bytes, so each source address gets at
+    most 20 replies/s after a burst of 40 (default); the rest are counted, not answered. A
+    client pinging a few times a second from another address is never limited."""
+    p = quilkin("--to", echo_v4.addr)
+    flood = udp_socket("127.0.0.1")
+    player = udp_socket("127.0.0.2")
+    try:
+        for nonce in range(200):
+            flood.sendto(qcmp_ping(nonce % 256, time.time_ns()), ("127.0.0.1", p.qcmp_port))
+        answered = 0
+        while recv_within(flood, 0.5) is not None:
+            answered += 1
+        assert 40 <= answered <= 45, answered  # the burst, plus what refilled meanwhile
+        m = wait_metric(p, "quilkin_qcmp_packets_total", 200 - answered, kind="limited_source")
+        assert m.value("quilkin_qcmp_packets_total", kind="ping") == 200
+        for nonce in range(10):
+            player.sendto(qcmp_ping(nonce, time.time_ns()), ("127.0.0.1", p.qcmp_port))
+            assert recv_within(player, 1.0) is not None
+            time.sleep(0.2)
+    finally:
+        flood.close()
+        player.close()
