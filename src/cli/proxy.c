@@ -298,6 +298,43 @@ static uint64_t raise_nofile(void)
     return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
 }
 
+static unsigned long read_sysctl(const char *path)
+{
+    unsigned long v = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%lu", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Issue 9: the kernel silently caps the buffers asked for at net.core.{r,w}mem_max; say
+ * what was granted, and how to get more (a burst larger than the queue is dropped by the
+ * kernel, counted in quilkin_kernel_drops_total). */
+static void log_socket_buffers(int fd)
+{
+    int rcv = 0, snd = 0;
+    if (sock_buffer_sizes(fd, &rcv, &snd) < 0)
+        return;
+    if (rcv >= GAME_SOCKET_BUF && snd >= GAME_SOCKET_BUF) {
+        LOG_INFO_F("proxy", LOG_FIELDS(LF_U64("receive_bytes", rcv), LF_U64("send_bytes", snd)),
+                   "game socket buffers");
+        return;
+    }
+    LOG_WARN_F("proxy",
+               LOG_FIELDS(LF_U64("receive_bytes", rcv), LF_U64("send_bytes", snd),
+                          LF_U64("asked_bytes", GAME_SOCKET_BUF),
+                          LF_U64("rmem_max", read_sysctl("/proc/sys/net/core/rmem_max")),
+                          LF_U64("wmem_max", read_sysctl("/proc/sys/net/core/wmem_max"))),
+               "game socket buffers are smaller than asked (capped by net.core.rmem_max / "
+               "wmem_max): bursts beyond them are dropped by the kernel "
+               "(quilkin_kernel_drops_total). Raise them with sysctl -w "
+               "net.core.rmem_max=%d net.core.wmem_max=%d",
+               GAME_SOCKET_BUF, GAME_SOCKET_BUF);
+}
+
 static uint32_t total_sessions(const struct proxy_state *ps)
 {
     uint32_t sum = 0;
@@ -607,6 +644,8 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         }
         if (port == 0)
             port = sock_local_port(fd); /* --port 0: every worker joins the first's port */
+        if (i == 0)
+            log_socket_buffers(fd);
         int qfd = sock_udp_bind(qcmp_port, 1, 0);
         if (qfd < 0) {
             close(fd);

@@ -138,6 +138,19 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                  upstream_error_text((enum upstream_error)k));
         prom_sample_u64(out, "quilkin_errors_total", labels, s->upstream_errors[k]);
     }
+    if (s->game_recv_errors)
+        prom_sample_u64(out, "quilkin_errors_total",
+                        "asn=\"\",display=\"game socket receive error\",event=\"read\","
+                        "ip_prefix=\"\"",
+                        s->game_recv_errors);
+    prom_header(out, "quilkin_kernel_drops_total", "counter",
+                "Datagrams the kernel dropped because a socket's receive queue was full, by "
+                "socket kind (extension; SO_RXQ_OVFL, reported with the next datagram)");
+    for (int k = 0; k < SOCK_KIND_COUNT; k++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "socket=\"%s\"", sock_kind_text((enum sock_kind)k));
+        prom_sample_u64(out, "quilkin_kernel_drops_total", labels, s->kernel_drops[k]);
+    }
     prom_header(out, "quilkin_packets_dropped_total", "counter",
                 "Total number of dropped packets");
     drops(out, "quilkin_packets_dropped_total", "source", s, rr, rw);

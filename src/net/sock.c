@@ -15,8 +15,9 @@ static int new_dual_stack(void)
     int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return -errno;
-    int off = 0;
-    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == -1) {
+    int off = 0, on = 1;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == -1 ||
+        setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) == -1) {
         int rc = -errno;
         close(fd);
         return rc;
@@ -61,6 +62,35 @@ int sock_udp_connected(const struct addr *peer)
         return rc;
     }
     return fd;
+}
+
+int sock_buffer_sizes(int fd, int *rcv_bytes, int *snd_bytes)
+{
+    int r = 0, s = 0;
+    socklen_t len = sizeof(r);
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &r, &len) == -1)
+        return -errno;
+    len = sizeof(s);
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s, &len) == -1)
+        return -errno;
+    *rcv_bytes = r / 2; /* socket(7): the kernel doubles the value for its overhead */
+    *snd_bytes = s / 2;
+    return 0;
+}
+
+bool sock_rxq_ovfl(const struct msghdr *m, uint32_t *count)
+{
+    if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr))
+        return false;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)m); c;
+         c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+            c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+            memcpy(count, CMSG_DATA(c), sizeof(*count));
+            return true;
+        }
+    }
+    return false;
 }
 
 uint16_t sock_local_port(int fd)

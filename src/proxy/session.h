@@ -33,6 +33,7 @@ struct session {
     uint64_t last_seen_ns; /* refreshed by traffic (see session_seen_*) */
     uint64_t tx_batch;     /* worker's send staging: batch id of tx_tail */
     uint32_t tx_tail;      /* last staged send of this session in that batch */
+    uint32_t rxq_drops;    /* last SO_RXQ_OVFL count seen on its socket */
 };
 
 struct session_table;

@@ -40,6 +40,7 @@
 #define ARENA_BYTES (64 * 1024)
 #define GAME_TOKEN UINT64_MAX
 #define QCMP_TOKEN (UINT64_MAX - 1)
+_Static_assert(SOCK_RXQ_CMSG_SPACE >= CMSG_SPACE(sizeof(uint32_t)), "room for SO_RXQ_OVFL");
 #define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
                        ignored, so junk never costs more than this */
 
@@ -83,6 +84,12 @@ struct worker {
     /* client -> server: receive buffers and staged sends */
     uint8_t *rx_mem;
     struct mmsghdr rx_msgs[RX_BATCH];
+    /* control data of each received datagram: SO_RXQ_OVFL counts (game, replies, QCMP) */
+    uint8_t rx_cmsg[RX_BATCH][SOCK_RXQ_CMSG_SPACE] __attribute__((aligned(8)));
+    uint8_t rep_cmsg[RX_BATCH][SOCK_RXQ_CMSG_SPACE] __attribute__((aligned(8)));
+    uint8_t qcmp_cmsg[RX_BATCH][SOCK_RXQ_CMSG_SPACE] __attribute__((aligned(8)));
+    uint32_t game_rxq_drops, qcmp_rxq_drops; /* last SO_RXQ_OVFL counts seen */
+    struct log_ratelimit rl_game_recv;
     struct iovec rx_iov[RX_BATCH];
     struct sockaddr_in6 rx_from[RX_BATCH];
     struct tx_entry tx[TX_CAP];
@@ -150,6 +157,12 @@ static const char *const upstream_texts[UPSTREAM_ERR_COUNT] = {
     [UPSTREAM_ERR_OTHER] = "other receive error",
 };
 
+const char *sock_kind_text(enum sock_kind k)
+{
+    static const char *const names[SOCK_KIND_COUNT] = {"game", "qcmp", "upstream"};
+    return k < SOCK_KIND_COUNT ? names[k] : "other";
+}
+
 const char *upstream_error_text(enum upstream_error e)
 {
     return e < UPSTREAM_ERR_COUNT ? upstream_texts[e] : upstream_texts[UPSTREAM_ERR_OTHER];
@@ -166,6 +179,19 @@ static inline void stat_add(uint64_t *c, uint64_t v)
 {
     __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
+
+/* Adds what the kernel dropped on a socket since *last (SO_RXQ_OVFL is cumulative, 32 bits,
+ * wrapping) to the counter of its kind. m: the newest message of a receive batch. */
+static void count_kernel_drops(struct worker *w, const struct mmsghdr *m, uint32_t *last,
+                               enum sock_kind kind)
+{
+    uint32_t now;
+    if (!sock_rxq_ovfl(&m->msg_hdr, &now) || now == *last)
+        return;
+    stat_add(&w->stats.kernel_drops[kind], (uint32_t)(now - *last));
+    *last = now;
+}
+
 
 /* RUST_LOG=debug: one line per second per reason and worker, with the client and how many
  * similar drops it stands for. Never called when debug is off (one branch per drop). */
@@ -590,13 +616,22 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
             h->msg_namelen = sizeof(w->rx_from[i]);
             h->msg_iov = &w->rx_iov[i];
             h->msg_iovlen = 1;
-            h->msg_control = NULL;
-            h->msg_controllen = 0;
+            h->msg_control = w->rx_cmsg[i];
+            h->msg_controllen = SOCK_RXQ_CMSG_SPACE;
             h->msg_flags = 0;
         }
         int n = recvmmsg(w->game_fd, w->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+        if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            /* counted and logged (rate-limited); the worker carries on with the next event */
+            stat_add(&w->stats.game_recv_errors, 1);
+            uint64_t suppressed;
+            if (log_ratelimit_ok(&w->rl_game_recv, w->now_ns, &suppressed))
+                LOG_WARN("proxy", "worker %u: receive error on the game socket: %s (%lu more)",
+                         w->index, strerror(errno), (unsigned long)suppressed);
+        }
         if (n <= 0)
-            return; /* EAGAIN: drained; other errors: log-free retry on the next event */
+            return;
+        count_kernel_drops(w, &w->rx_msgs[n - 1], &w->game_rxq_drops, SOCK_GAME);
         uint64_t t0 = clock_mono_ns();
         for (int i = 0; i < n; i++)
             process_read(w, snap, (unsigned)i);
@@ -670,6 +705,8 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
             memset(h, 0, sizeof(*h));
             h->msg_iov = &w->rep_rx_iov[i];
             h->msg_iovlen = 1;
+            h->msg_control = w->rep_cmsg[i];
+            h->msg_controllen = SOCK_RXQ_CMSG_SPACE;
         }
         int n = recvmmsg(s->fd, &w->rep_rx[w->n_rep], room, MSG_DONTWAIT, NULL);
         if (n == -1) {
@@ -693,6 +730,8 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
         }
         if (n == 0)
             return;
+        count_kernel_drops(w, &w->rep_rx[w->n_rep + (unsigned)n - 1], &s->rxq_drops,
+                           SOCK_UPSTREAM);
         unsigned first = w->n_rep;
         if (first == 0)
             w->rep_start_ns = clock_mono_ns();
@@ -718,10 +757,13 @@ static void handle_qcmp(struct worker *w)
             h->msg_namelen = sizeof(w->qcmp_from[i]);
             h->msg_iov = &w->qcmp_iov[i];
             h->msg_iovlen = 1;
+            h->msg_control = w->qcmp_cmsg[i];
+            h->msg_controllen = SOCK_RXQ_CMSG_SPACE;
         }
         int n = recvmmsg(w->qcmp_fd, w->qcmp_rx, RX_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0)
             return;
+        count_kernel_drops(w, &w->qcmp_rx[n - 1], &w->qcmp_rxq_drops, SOCK_QCMP);
         int64_t t_recv = (int64_t)clock_unix_ns();
         unsigned n_tx = 0;
         for (int i = 0; i < n; i++) {

@@ -45,6 +45,17 @@ enum upstream_error {
  * error 111)"). */
 const char *upstream_error_text(enum upstream_error e);
 
+/* Sockets whose kernel receive-queue drops are counted (SO_RXQ_OVFL). */
+enum sock_kind {
+    SOCK_GAME = 0, /* the proxy port */
+    SOCK_QCMP,
+    SOCK_UPSTREAM, /* all session sockets */
+    SOCK_KIND_COUNT,
+};
+
+/* Label text of a socket kind: "game", "qcmp", "upstream". */
+const char *sock_kind_text(enum sock_kind k);
+
 /* Histogram bounds (spec admin.md §4.1-§4.2). */
 #define PROC_BUCKETS 13
 #define SESSION_DUR_BUCKETS 9
@@ -76,6 +87,8 @@ struct worker_stats {
     uint64_t packets_write, bytes_write; /* server -> client, received for a session */
     uint64_t drops[DROP_REASON_COUNT];
     uint64_t upstream_errors[UPSTREAM_ERR_COUNT]; /* receive errors on session sockets */
+    uint64_t kernel_drops[SOCK_KIND_COUNT]; /* datagrams the kernel dropped: queue full */
+    uint64_t game_recv_errors;              /* recvmmsg errors on the game socket */
     uint64_t sessions_created, sessions_expired;
     uint64_t sessions_expired_unconfirmed; /* of sessions_expired: never confirmed */
     uint64_t qcmp_pings, qcmp_replies; /* valid pings received, replies sent */

@@ -180,3 +180,45 @@ def test_a_slow_metrics_reader_does_not_delay_live(quilkin, echo_v4):
             assert admin_get(p, "/live", timeout=1.0).status == 200
     finally:
         slow.close()
+
+
+# --------------------------------------------------------------------------
+# kernel drops are counted
+# --------------------------------------------------------------------------
+
+def test_kernel_receive_queue_drops_are_counted(quilkin, servers):
+    """Issue 9 #5: datagrams the kernel drops on a full receive queue used to be invisible.
+    The proxy is stopped (SIGSTOP) while bursts arrive on its game socket and on a session
+    socket, so both queues overflow; after SIGCONT the drops show on
+    quilkin_kernel_drops_total, and every client datagram is accounted for."""
+    import signal
+    sink = servers("127.0.0.1", echo=False)
+    p = quilkin("--to", sink.addr, "--workers", "1")
+    c = sender("127.0.0.12")
+    c.sendto(b"open", ("127.0.0.1", p.port))
+    session_src = sink.wait_for(b"open")
+    payload = b"x" * 1200
+    p.signal(signal.SIGSTOP)
+    try:
+        for _ in range(6000):  # ~7 MiB: more than the 4 MiB game socket queue
+            c.sendto(payload, ("127.0.0.1", p.port))
+        for _ in range(2000):  # more than a session socket's default queue
+            sink.sendto(payload, session_src)
+    finally:
+        p.signal(signal.SIGCONT)
+    # the counts ride on the next datagram each socket receives
+    time.sleep(0.5)
+    c.sendto(b"after", ("127.0.0.1", p.port))
+    sink.sendto(b"after", session_src)
+    deadline = time.monotonic() + 10
+    while True:
+        m = scrape(p)
+        game = m.value("quilkin_kernel_drops_total", socket="game") or 0
+        up = m.value("quilkin_kernel_drops_total", socket="upstream") or 0
+        read = m.value("quilkin_packets_total", **READ) or 0
+        if game > 0 and up > 0 and read + game == 6002:
+            break
+        assert time.monotonic() < deadline, (game, up, read, m.text)
+        time.sleep(0.1)
+    # every datagram the client sent is either forwarded or a counted kernel drop
+    assert read + game == 1 + 6000 + 1
