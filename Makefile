@@ -56,8 +56,8 @@ fuzz: deps
 tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DQK_TSAN=ON >/dev/null
 	cmake --build $(BUILD_TSAN) -j $(JOBS) --target quilkin snapshot_test metrics_test \
-	  grpc_test ads_client_test load_balancer_test
-	cd $(BUILD_TSAN) && ctest --output-on-failure -R 'snapshot_test|metrics_test|grpc_test|ads_client_test|load_balancer_test'
+	  grpc_test ads_client_test load_balancer_test log_test ip_limit_test
+	cd $(BUILD_TSAN) && ctest --output-on-failure -R 'snapshot_test|metrics_test|grpc_test|ads_client_test|load_balancer_test|log_test|ip_limit_test'
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" QUILKIN_BIN=$(abspath $(BUILD_TSAN))/quilkin \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration/test_admin.py \
 	  tests/integration/test_reload.py tests/integration/test_xds_client.py \

@@ -103,6 +103,9 @@ int main(int argc, char **argv)
     if ((env = getenv("RUST_LOG")) && *env && !log_parse_level(env, &level))
         level = LOG_LEVEL_INFO;
     log_init(g.quiet ? LOG_LEVEL_OFF : level, fmt);
+    /* long-running commands log from workers: never let a slow stdout block them */
+    if (!g.quiet && log_writer_start() == 0)
+        atexit(log_writer_stop);
 
     if (optind >= argc)
         cli_usage_error("a command is required (see --help)");

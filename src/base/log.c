@@ -1,10 +1,18 @@
-/* Log sink: formats into a stack buffer and writes it with one write(2) to stdout.
- * Holds only the level and format chosen at startup. */
+/* Log sink: formats into a stack buffer, then either writes it with one write(2) to stdout
+ * or, once log_writer_start() ran, copies it into a bounded lock-free queue that a writer
+ * thread drains (issue 9: a worker must never block on a slow stdout; a full queue drops
+ * the line and counts it). Holds the level and format chosen at startup and the queue. */
 #include "base/log.h"
 
 #include "base/clock.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -12,6 +20,164 @@
 #include <unistd.h>
 
 enum log_level log_current_level = LOG_LEVEL_INFO;
+
+/* ---- the queue: Vyukov's bounded multi-producer queue, one consumer ----------------------
+ * Slot i is free for the producer holding position p when seq == p, full for the consumer
+ * at p when seq == p + 1; the consumer hands it back with seq = p + QUEUE_SLOTS. */
+#define QUEUE_SLOTS 512u /* power of two */
+#define LINE_CAP 4096
+#define WRITER_IDLE_NS (10 * NS_PER_MS)
+
+struct log_slot {
+    _Atomic uint64_t seq;
+    uint32_t len;
+    char line[LINE_CAP];
+};
+
+struct log_queue {
+    struct log_slot *slots; /* QUEUE_SLOTS, mmap'd: pages are touched only when used */
+    _Atomic uint64_t head;  /* next position a producer claims */
+    uint64_t tail;          /* next position the writer reads (writer only) */
+    _Atomic uint64_t dropped;
+    _Atomic bool stop;
+    pthread_t thread;
+};
+
+/* NULL: write directly. Set before other threads start, cleared after they stopped. */
+static struct log_queue *_Atomic queue;
+
+static void write_all(const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t r = write(STDOUT_FILENO, buf, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return; /* nowhere to report a failed log write */
+        buf += r;
+        len -= (size_t)r;
+    }
+}
+
+/* Producer side: false when the queue is full (the line is dropped and counted). */
+static bool enqueue(struct log_queue *q, const char *line, size_t len)
+{
+    uint64_t pos = atomic_load_explicit(&q->head, memory_order_relaxed);
+    for (;;) {
+        struct log_slot *s = &q->slots[pos & (QUEUE_SLOTS - 1)];
+        uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+        if (seq == pos) {
+            if (atomic_compare_exchange_weak_explicit(&q->head, &pos, pos + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                s->len = (uint32_t)(len < LINE_CAP ? len : LINE_CAP);
+                memcpy(s->line, line, s->len);
+                atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+                return true;
+            }
+        } else if (seq < pos) {
+            atomic_fetch_add_explicit(&q->dropped, 1, memory_order_relaxed);
+            return false; /* full: the writer has not freed this slot yet */
+        } else {
+            pos = atomic_load_explicit(&q->head, memory_order_relaxed);
+        }
+    }
+}
+
+/* Writer side: writes every queued line; true if there was one. */
+static bool drain(struct log_queue *q)
+{
+    bool any = false;
+    for (;;) {
+        struct log_slot *s = &q->slots[q->tail & (QUEUE_SLOTS - 1)];
+        if (atomic_load_explicit(&s->seq, memory_order_acquire) != q->tail + 1)
+            break;
+        write_all(s->line, s->len);
+        atomic_store_explicit(&s->seq, q->tail + QUEUE_SLOTS, memory_order_release);
+        q->tail++;
+        any = true;
+    }
+    return any;
+}
+
+static void note_dropped(uint64_t n);
+
+static void *writer_main(void *arg)
+{
+    struct log_queue *q = arg;
+    uint64_t reported = 0;
+    for (;;) {
+        bool stopping = atomic_load(&q->stop);
+        bool any = drain(q);
+        uint64_t dropped = atomic_load_explicit(&q->dropped, memory_order_relaxed);
+        if (dropped != reported) {
+            note_dropped(dropped - reported);
+            reported = dropped;
+        }
+        if (stopping && !any)
+            return NULL;
+        if (!any) {
+            struct timespec ts = {0, (long)WRITER_IDLE_NS};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+int log_writer_start(void)
+{
+    if (atomic_load(&queue))
+        return 0;
+    struct log_queue *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    void *mem = mmap(NULL, QUEUE_SLOTS * sizeof(struct log_slot), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        free(q);
+        return -ENOMEM;
+    }
+    q->slots = mem;
+    for (uint64_t i = 0; i < QUEUE_SLOTS; i++)
+        atomic_init(&q->slots[i].seq, i);
+    /* the writer takes no signal: created with every signal blocked (it inherits the mask),
+     * so SIGTERM/SIGHUP always reach the command's signalfd */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&q->thread, NULL, writer_main, q);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        munmap(mem, QUEUE_SLOTS * sizeof(struct log_slot));
+        free(q);
+        return -rc;
+    }
+    atomic_store(&queue, q);
+    return 0;
+}
+
+void log_writer_stop(void)
+{
+    struct log_queue *q = atomic_load(&queue);
+    if (!q)
+        return;
+    atomic_store(&q->stop, true);
+    /* a stdout nobody reads keeps the writer in write(2) for ever: give it 2 s, then leave
+     * it (the process is exiting) rather than hang the shutdown */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 2;
+    if (pthread_timedjoin_np(q->thread, NULL, &deadline) != 0)
+        return;
+    atomic_store(&queue, NULL); /* later lines (none expected) go straight to stdout */
+    munmap(q->slots, QUEUE_SLOTS * sizeof(struct log_slot));
+    free(q);
+}
+
+uint64_t log_dropped_lines(void)
+{
+    struct log_queue *q = atomic_load(&queue);
+    return q ? atomic_load_explicit(&q->dropped, memory_order_relaxed) : 0;
+}
 static enum log_format log_fmt = LOG_FORMAT_PLAIN;
 
 static const char *const level_names[] = {"OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
@@ -131,12 +297,10 @@ static size_t plain_value(char *buf, size_t len, size_t cap, const struct log_fi
     return json_value(buf, len, cap, f);
 }
 
-static void vemit(enum log_level level, const char *subsys, const struct log_field *fields,
-                  const char *fmt, va_list ap)
+/* Formats one record (with its newline) into line[0..LINE_CAP); returns its length. */
+static size_t format_record(char *line, enum log_level level, const char *subsys,
+                            const struct log_field *fields, const char *msg)
 {
-    char msg[2048];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-
     uint64_t now = clock_unix_ns();
     time_t secs = (time_t)(now / NS_PER_SEC);
     struct tm tm;
@@ -147,8 +311,7 @@ static void vemit(enum log_level level, const char *subsys, const struct log_fie
              (unsigned)((now % NS_PER_SEC) / 1000));
 
     /* the body is cut at `cap`; the record's closing text always fits after it */
-    char line[4096];
-    const size_t cap = sizeof(line) - 64;
+    const size_t cap = LINE_CAP - 64;
     size_t len;
     if (log_fmt == LOG_FORMAT_JSON) {
         len = put(line, 0, cap, "{\"timestamp\":\"%s\",\"level\":\"%s\",\"fields\":{\"message\":\"",
@@ -161,17 +324,40 @@ static void vemit(enum log_level level, const char *subsys, const struct log_fie
             len = put(line, len, cap, "\":");
             len = json_value(line, len, cap, f);
         }
-        len = put(line, len, sizeof(line), "},\"target\":\"quilkin::%.32s\"}\n", subsys);
+        len = put(line, len, LINE_CAP, "},\"target\":\"quilkin::%.32s\"}\n", subsys);
     } else {
         len = put(line, 0, cap, "%s %5s %s: %s", ts, level_names[level], subsys, msg);
         for (const struct log_field *f = fields; f && f->key; f++) {
             len = put(line, len, cap, " %s=", f->key);
             len = plain_value(line, len, cap, f);
         }
-        len = put(line, len, sizeof(line), "\n");
+        len = put(line, len, LINE_CAP, "\n");
     }
-    ssize_t r = write(STDOUT_FILENO, line, len);
-    (void)r; /* nowhere to report a failed log write */
+    return len;
+}
+
+static void vemit(enum log_level level, const char *subsys, const struct log_field *fields,
+                  const char *fmt, va_list ap)
+{
+    char msg[2048], line[LINE_CAP];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t len = format_record(line, level, subsys, fields, msg);
+    struct log_queue *q = atomic_load_explicit(&queue, memory_order_acquire);
+    if (q)
+        enqueue(q, line, len);
+    else
+        write_all(line, len);
+}
+
+/* The writer's own record about dropped lines, written directly (not queued). */
+static void note_dropped(uint64_t n)
+{
+    char line[LINE_CAP];
+    size_t len = format_record(line, LOG_LEVEL_WARN, "log",
+                               LOG_FIELDS(LF_U64("dropped_lines", n)),
+                               "log lines dropped: stdout did not keep up, and no thread "
+                               "waits for it");
+    write_all(line, len);
 }
 
 void log_emit(enum log_level level, const char *subsys, const char *fmt, ...)

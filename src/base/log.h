@@ -33,6 +33,18 @@ extern enum log_level log_current_level;
 /* Sets level and format. Call once at startup, before any thread starts. */
 void log_init(enum log_level level, enum log_format format);
 
+/* From now on records go through a bounded queue (512 lines) to a writer thread, so no
+ * thread ever blocks on stdout: when the queue is full a record is dropped and counted,
+ * and the writer reports the count. Call before starting other threads; 0 or -errno (then
+ * records keep being written directly). */
+int log_writer_start(void);
+
+/* Writes what is queued and stops the writer. After the other threads stopped logging. */
+void log_writer_stop(void);
+
+/* Records dropped because the queue was full, since the writer started. Any thread. */
+uint64_t log_dropped_lines(void);
+
 /* Parses RUST_LOG-style text: "info", "quilkin=debug", "warn,quilkin=trace" (the last
  * directive wins; targets other than quilkin are ignored). Returns false on nonsense. */
 bool log_parse_level(const char *text, enum log_level *out);

@@ -1,5 +1,6 @@
 /* /metrics, /ready and /config for `quilkin proxy` (spec admin.md §2-§4): sums the workers'
  * shards with relaxed loads at scrape time. Runs on the admin thread. */
+#include "base/log.h"
 #include "base/metrics.h"
 #include "base/prom.h"
 #include "base/strbuf.h"
@@ -143,6 +144,9 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                         "asn=\"\",display=\"game socket receive error\",event=\"read\","
                         "ip_prefix=\"\"",
                         s->game_recv_errors);
+    prom_header(out, "quilkin_log_lines_dropped_total", "counter",
+                "Log records dropped because stdout did not keep up (extension)");
+    prom_sample_u64(out, "quilkin_log_lines_dropped_total", "", log_dropped_lines());
     prom_header(out, "quilkin_kernel_drops_total", "counter",
                 "Datagrams the kernel dropped because a socket's receive queue was full, by "
                 "socket kind (extension; SO_RXQ_OVFL, reported with the next datagram)");

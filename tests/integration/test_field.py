@@ -183,6 +183,7 @@ def test_debug_logs_sessions_and_rate_limited_drops(quilkin, echo_v4, clients):
                                        event="read",
                                        source="filter  error: rate limit exceeded") == 50,
                5, what="50 drops counted")
+    p.wait_log("packet dropped")  # log lines reach stdout through the writer thread
     drops = [r["fields"] for r in p.records()
              if r.get("fields", {}).get("message") == "packet dropped"]
     assert 1 <= len(drops) <= 2, drops  # 50 drops within a second: one line (two at a tick)

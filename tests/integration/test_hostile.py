@@ -222,3 +222,52 @@ def test_kernel_receive_queue_drops_are_counted(quilkin, servers):
         time.sleep(0.1)
     # every datagram the client sent is either forwarded or a counted kernel drop
     assert read + game == 1 + 6000 + 1
+
+
+# --------------------------------------------------------------------------
+# logging never blocks a worker
+# --------------------------------------------------------------------------
+
+def test_a_stuck_stdout_never_stalls_forwarding(quilkin_bin, tmp_path, servers):
+    """Issue 9 #7: workers used to write(2) their log lines to stdout; with a stdout nobody
+    reads (a stuck log shipper) the first worker to log blocked, and its players with it.
+    With RUST_LOG=debug every new session logs a line; 3,000 sessions write far more than a
+    pipe holds, and traffic must still flow."""
+    import subprocess
+    from admin_helpers import free_tcp_port, http_request
+    from conftest import clean_env, free_port
+    echo = servers("127.0.0.1")
+    port, admin = free_port(), free_tcp_port()
+    proc = subprocess.Popen(
+        [quilkin_bin, "--admin-address", f"127.0.0.1:{admin}", "--log-format", "json",
+         "proxy", "--port", str(port), "--qcmp-port", str(free_port()), "--to", echo.addr,
+         "--max-sessions-per-ip", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        env=clean_env({"RUST_LOG": "debug"}))  # stdout is never read
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if http_request("127.0.0.1", admin, "/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "not ready"
+            time.sleep(0.05)
+        for k in range(3000):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((f"127.20.{k // 250}.{k % 250 + 1}", 41000))
+            s.sendto(b"k%d" % k, ("127.0.0.1", port))
+            s.close()
+        echo.wait_count(3000, timeout=20)
+        player = sender("127.0.0.13")
+        for i in range(20):
+            player.sendto(b"p%d" % i, ("127.0.0.1", port))
+            assert player.recvfrom(100)[0] == b"p%d" % i
+        text = http_request("127.0.0.1", admin, "/metrics", timeout=3).text
+        dropped = [float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("quilkin_log_lines_dropped_total")]
+        assert dropped and dropped[0] > 0, "the test did not fill stdout"
+    finally:
+        proc.kill()
+        proc.wait(10)

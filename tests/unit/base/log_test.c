@@ -9,7 +9,10 @@
 
 #include "base/log.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -120,6 +123,69 @@ static void test_huge_records_stay_one_closed_line(void **state)
     }
 }
 
+static int reader_fd;
+static char *reader_buf;
+static size_t reader_len;
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    size_t cap = 8 << 20;
+    reader_buf = malloc(cap);
+    ssize_t n;
+    while ((n = read(reader_fd, reader_buf + reader_len, cap - reader_len - 1)) > 0)
+        reader_len += (size_t)n;
+    reader_buf[reader_len] = '\0';
+    return NULL;
+}
+
+/* Issue 9 #7: with the writer thread, a caller never blocks on stdout: here nobody reads
+ * the pipe until 5,000 records were emitted (the pipe holds ~64 KiB, the queue 512 lines);
+ * what did not fit is dropped, counted and reported, everything else arrives in order. */
+static void test_queue_never_blocks_and_counts_drops(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    dup2(p[1], STDOUT_FILENO);
+    close(p[1]);
+    log_init(LOG_LEVEL_INFO, LOG_FORMAT_JSON);
+    assert_int_equal(log_writer_start(), 0);
+    for (int i = 0; i < 5000; i++)
+        LOG_INFO_F("test", LOG_FIELDS(LF_U64("seq", i)), "a record long enough to fill a pipe "
+                   "quickly: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    uint64_t dropped = log_dropped_lines();
+    assert_true(dropped > 0 && dropped < 5000);
+    pthread_t th;
+    reader_fd = p[0];
+    pthread_create(&th, NULL, reader, NULL);
+    log_writer_stop();
+    dup2(saved, STDOUT_FILENO); /* closes the last write end: the reader sees EOF */
+    close(saved);
+    pthread_join(th, NULL);
+    close(p[0]);
+    size_t lines = 0;
+    long last_seq = -1;
+    bool in_order = true;
+    for (char *l = reader_buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        lines++;
+        char *q = strstr(l, "\"seq\":");
+        if (q && q < strchr(l, '\n')) {
+            long v = strtol(q + 6, NULL, 10);
+            in_order = in_order && v > last_seq;
+            last_seq = v;
+        }
+    }
+    assert_true(in_order);
+    assert_int_equal(lines, 5000 - dropped + 1); /* plus the writer's own report */
+    char want[64];
+    snprintf(want, sizeof(want), "\"dropped_lines\":%lu}", (unsigned long)dropped);
+    assert_non_null(strstr(reader_buf, want));
+    free(reader_buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_message_only_records),
         cmocka_unit_test(test_level_filters_before_formatting),
         cmocka_unit_test(test_huge_records_stay_one_closed_line),
+        cmocka_unit_test(test_queue_never_blocks_and_counts_drops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
