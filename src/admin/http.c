@@ -6,17 +6,20 @@
  *   uses poll().
  * - one thread per connection, so a slow /metrics render or a slow reader never delays a
  *   /live probe on another connection;
- * - idle connections cannot starve it: at most ADMIN_PER_IP connections per peer address,
- *   ADMIN_MAX_CONNECTIONS in all, and a connection idle for ADMIN_IDLE_SECS is closed. */
+ * - idle connections cannot starve it: at most ADMIN_PER_IP connections per peer address
+ *   (counted here, so refusals show on /metrics), ADMIN_MAX_CONNECTIONS in all, and a
+ *   connection idle for ADMIN_IDLE_SECS is closed. */
 #include "admin/http.h"
 
 #include "base/err.h"
+#include "base/prom.h"
 #include "base/strbuf.h"
 #include "net/addr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,10 +28,107 @@
 #define ADMIN_IDLE_SECS 5
 #define ADMIN_THREAD_STACK (256 * 1024) /* handlers render into heap buffers */
 
+/* Live connections per peer address; admin threads only, under mu (never the data path). */
+struct peers {
+    pthread_mutex_t mu;
+    struct {
+        struct addr key; /* port 0; family 0: free */
+        unsigned n;
+    } e[ADMIN_MAX_CONNECTIONS];
+    uint64_t accepted, refused;
+};
+
 struct admin {
     struct MHD_Daemon *daemon;
     struct admin_hooks hooks;
+    struct peers peers;
 };
+
+static bool peer_key(const struct sockaddr *sa, socklen_t len, struct addr *k)
+{
+    if (!sa || !addr_from_sockaddr(k, sa, len))
+        return false;
+    k->port = 0;
+    return true;
+}
+
+/* MHD's accept policy: refuse a peer that already holds ADMIN_PER_IP connections. */
+static enum MHD_Result accept_peer(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    struct peers *p = &((struct admin *)cls)->peers;
+    struct addr k;
+    if (!peer_key(sa, len, &k))
+        return MHD_YES;
+    enum MHD_Result res = MHD_NO;
+    pthread_mutex_lock(&p->mu);
+    int free_slot = -1;
+    for (int i = 0; i < ADMIN_MAX_CONNECTIONS; i++) {
+        if (p->e[i].key.family == 0) {
+            if (free_slot < 0)
+                free_slot = i;
+        } else if (addr_eq(&p->e[i].key, &k)) {
+            free_slot = -2; /* found */
+            if (p->e[i].n < ADMIN_PER_IP) {
+                p->e[i].n++;
+                res = MHD_YES;
+            }
+            break;
+        }
+    }
+    if (free_slot >= 0) {
+        p->e[free_slot].key = k;
+        p->e[free_slot].n = 1;
+        res = MHD_YES;
+    }
+    if (res == MHD_YES)
+        p->accepted++;
+    else
+        p->refused++;
+    pthread_mutex_unlock(&p->mu);
+    return res;
+}
+
+/* MHD's connection notifications: a closed connection gives its peer's place back. */
+static void connection_event(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode code)
+{
+    (void)socket_context;
+    if (code != MHD_CONNECTION_NOTIFY_CLOSED)
+        return;
+    struct peers *p = &((struct admin *)cls)->peers;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct addr k;
+    if (!ci || !peer_key(ci->client_addr,
+                         ci->client_addr && ci->client_addr->sa_family == AF_INET6
+                             ? sizeof(struct sockaddr_in6)
+                             : sizeof(struct sockaddr_in),
+                         &k))
+        return;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < ADMIN_MAX_CONNECTIONS; i++) {
+        if (p->e[i].key.family != 0 && addr_eq(&p->e[i].key, &k)) {
+            if (--p->e[i].n == 0)
+                memset(&p->e[i].key, 0, sizeof(p->e[i].key));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The admin server's own counters, after the command's metrics. */
+static void render_own(struct admin *a, struct strbuf *out)
+{
+    pthread_mutex_lock(&a->peers.mu);
+    uint64_t accepted = a->peers.accepted, refused = a->peers.refused;
+    pthread_mutex_unlock(&a->peers.mu);
+    prom_header(out, "quilkin_admin_connections_total", "counter",
+                "Admin connections by outcome (extension): refused_per_peer when the peer "
+                "already held its share");
+    prom_sample_u64(out, "quilkin_admin_connections_total", "result=\"accepted\"", accepted);
+    prom_sample_u64(out, "quilkin_admin_connections_total", "result=\"refused_per_peer\"",
+                    refused);
+}
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *body,
                              size_t len, const char *content_type)
@@ -45,10 +145,13 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
 }
 
 static enum MHD_Result render(struct MHD_Connection *conn, int (*fn)(void *, struct strbuf *),
-                              void *ctx, const char *content_type, const char *fail_prefix)
+                              void *ctx, const char *content_type, const char *fail_prefix,
+                              struct admin *own_metrics)
 {
     struct strbuf out = {0};
     int rc = fn(ctx, &out);
+    if (rc == 0 && own_metrics)
+        render_own(own_metrics, &out);
     enum MHD_Result res;
     if (rc < 0 || out.failed) {
         struct strbuf msg = {0};
@@ -97,10 +200,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     }
     if (strcmp(url, "/metrics") == 0 && h->render_metrics)
         return render(conn, h->render_metrics, h->ctx, "text/plain; version=0.0.4",
-                      "failed to encode metrics: ");
+                      "failed to encode metrics: ", a);
     if (strcmp(url, "/config") == 0 && h->render_config)
         return render(conn, h->render_config, h->ctx, "application/json",
-                      "failed to create config dump: ");
+                      "failed to create config dump: ", NULL);
     return reply(conn, MHD_HTTP_NOT_FOUND, "", 0, NULL);
 }
 
@@ -113,6 +216,7 @@ struct admin *admin_start(const struct addr *listen, const struct admin_hooks *h
         return NULL;
     }
     a->hooks = *hooks;
+    pthread_mutex_init(&a->peers.mu, NULL);
     union {
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
@@ -133,15 +237,16 @@ struct admin *admin_start(const struct addr *listen, const struct admin_hooks *h
             flags |= MHD_USE_DUAL_STACK; /* [::] also serves IPv4 clients */
     }
     a->daemon = MHD_start_daemon(
-        flags, listen->port, NULL, NULL, handle, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNECTIONS,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_PER_IP,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_IDLE_SECS, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)ADMIN_THREAD_STACK, MHD_OPTION_END);
+        flags, listen->port, accept_peer, a, handle, a, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNECTIONS,
+        MHD_OPTION_NOTIFY_CONNECTION, connection_event, a, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)ADMIN_IDLE_SECS, MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADMIN_THREAD_STACK,
+        MHD_OPTION_END);
     if (!a->daemon) {
         char text[ADDR_STR_CAP];
         err_set(e, "cannot start the admin server on %s (address in use or not available)",
                 addr_format(listen, text));
+        pthread_mutex_destroy(&a->peers.mu);
         free(a);
         return NULL;
     }
@@ -153,5 +258,6 @@ void admin_stop(struct admin *a)
     if (!a)
         return;
     MHD_stop_daemon(a->daemon);
+    pthread_mutex_destroy(&a->peers.mu);
     free(a);
 }
