@@ -5,6 +5,8 @@
 #   make bench   install deps, build optimised, run bench/bench.sh (prints a table)
 #   make soak    the field harness (bench/soak.py), full form: a few minutes, not in `make test`
 #   make soak-short  its short form (under 75 s), part of `make test`
+#   make attack  the attack harness (bench/attack.py), about 2 minutes, not in `make test`
+#   make attack-short  its short form (about 45 s), part of `make test`
 
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
@@ -15,6 +17,7 @@ BUILD_TSAN := build-tsan
 FUZZ_SECS  ?= 40
 
 .PHONY: all deps build build-asan run test unit integration tsan fuzz bench soak soak-short \
+	attack attack-short \
         clean fmt check-deps
 
 all: build
@@ -64,7 +67,7 @@ tsan: deps
 	  tests/integration/test_xds_e2e.py tests/integration/test_filter_metrics.py \
 	  tests/integration/test_reload_field.py
 
-test: check-deps unit integration tsan fuzz soak-short
+test: check-deps unit integration tsan fuzz soak-short attack-short
 	@echo "make test: all suites passed"
 
 bench: build
@@ -83,6 +86,15 @@ soak: build
 
 soak-short: build
 	$(PYTHON) bench/soak.py --profile short
+
+# The attack harness (bench/attack.py): 200 players at 30 pkt/s while a regex bomb, spoofed
+# sources, idle admin connections, a QCMP reflection attempt and a 100k pps junk flood run in
+# turn; prints what the players still get. Report: build/attack/report.json.
+attack: build
+	$(PYTHON) bench/attack.py --profile full
+
+attack-short: build
+	$(PYTHON) bench/attack.py --profile short
 
 check-deps: deps
 	bash scripts/check-deps.sh

@@ -879,6 +879,9 @@ int worker_start(struct worker *w)
     int rc = pthread_create(&w->thread, NULL, worker_main, w);
     if (rc != 0)
         return -rc;
+    char name[16];
+    snprintf(name, sizeof(name), "qk-worker-%u", w->index % 1000);
+    pthread_setname_np(w->thread, name); /* per-thread CPU in /proc, top -H, perf */
     w->started = true;
     return 0;
 }

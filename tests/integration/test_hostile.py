@@ -143,7 +143,7 @@ def is_closed_by_server(s, timeout):
 def test_idle_connections_cannot_starve_live(quilkin, echo_v4):
     """Issue 9 #3: 64 idle TCP connections used to take every admin slot for 10 s, so /live
     and /metrics failed. Now: at most 16 per peer address, 256 in all, idle ones closed after
-    5 s, one thread per connection."""
+    5 s, a pool of epoll threads."""
     from admin_helpers import admin_get
     p = quilkin("--to", echo_v4.addr)
     held = []
