@@ -24,7 +24,7 @@ enum log_level log_current_level = LOG_LEVEL_INFO;
 /* ---- the queue: Vyukov's bounded multi-producer queue, one consumer ----------------------
  * Slot i is free for the producer holding position p when seq == p, full for the consumer
  * at p when seq == p + 1; the consumer hands it back with seq = p + QUEUE_SLOTS. */
-#define QUEUE_SLOTS 512u /* power of two */
+#define QUEUE_SLOTS 256u /* power of two: 1 MiB of lines at most, touched as used */
 #define LINE_CAP 4096
 #define WRITER_IDLE_NS (10 * NS_PER_MS)
 

@@ -33,7 +33,7 @@ extern enum log_level log_current_level;
 /* Sets level and format. Call once at startup, before any thread starts. */
 void log_init(enum log_level level, enum log_format format);
 
-/* From now on records go through a bounded queue (512 lines) to a writer thread, so no
+/* From now on records go through a bounded queue (256 lines) to a writer thread, so no
  * thread ever blocks on stdout: when the queue is full a record is dropped and counted,
  * and the writer reports the count. Call before starting other threads; 0 or -errno (then
  * records keep being written directly). */

@@ -140,7 +140,7 @@ static void *reader(void *arg)
 }
 
 /* Issue 9 #7: with the writer thread, a caller never blocks on stdout: here nobody reads
- * the pipe until 5,000 records were emitted (the pipe holds ~64 KiB, the queue 512 lines);
+ * the pipe until 5,000 records were emitted (the pipe holds ~64 KiB, the queue 256 lines);
  * what did not fit is dropped, counted and reported, everything else arrives in order. */
 static void test_queue_never_blocks_and_counts_drops(void **state)
 {
