@@ -94,9 +94,12 @@ static void apply_resource(struct config *cfg, const char *type_url, const uint8
     } else if (strcmp(type_url, XDS_TYPE_CLA) == 0) {
         struct cluster_group *gs = NULL;
         size_t n = 0;
-        if (xds_cla_decode(v, len, &gs, &n, &e) == 0) {
+        char *name = NULL;
+        if (xds_cla_decode(v, len, &name, &gs, &n, &e) == 0) {
+            xds_merge_groups(cfg, gs, n); /* as the client publishes EDS endpoints */
             apply_groups(cfg, gs, n);
             free(gs);
+            free(name);
         }
     }
 }

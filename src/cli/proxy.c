@@ -248,6 +248,10 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
                         "'--management-server <URL>'");
     if (o->session_timeout_secs == 0 || o->session_timeout_secs > 86400)
         cli_usage_error("invalid value for '--session-timeout-secs': must be 1..=86400");
+    /* issue 10: 4294967295 wrapped the client's millisecond arithmetic into a busy loop */
+    if (o->idle_request_secs > 86400)
+        cli_usage_error("invalid value for '--idle-request-interval-secs': must be 0..=86400 "
+                        "(0 is taken as 1)");
     if (o->unconfirmed_timeout_secs > 86400)
         cli_usage_error("invalid value for '--unconfirmed-session-timeout-secs': must be "
                         "0..=86400");

@@ -39,6 +39,7 @@ int config_clone_endpoint(const struct endpoint_cfg *src, struct endpoint_cfg *d
             dst->n_tokens = i + 1;
         }
     }
+    dst->is_draining = src->is_draining;
     if (ok && src->metadata) {
         dst->owned_metadata = node_clone(src->metadata);
         dst->metadata = dst->owned_metadata;

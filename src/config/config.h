@@ -29,6 +29,8 @@ struct endpoint_cfg {
                                     quilkin.dev), or NULL: borrowed from config->root, or
                                     owned_metadata when built in code (xDS) */
     struct node *owned_metadata; /* owned; NULL for YAML configs */
+    bool is_draining; /* xDS EDS health UNHEALTHY, DRAINING or TIMEOUT: existing sessions
+                         keep using it, new ones are not opened to it */
 };
 
 struct locality {

@@ -130,6 +130,7 @@ static const char *const reason_text[DROP_REASON_COUNT] = {
     [DROP_UPSTREAM_SOCKET] = "OS level error: cannot create upstream socket",
     [DROP_NO_LOCAL_PORT] = "OS level error: no free ephemeral port for an upstream socket",
     [DROP_IP_SESSION_LIMIT] = "per-IP session limit reached",
+    [DROP_ENDPOINTS_DRAINING] = "endpoints take no new sessions (health status)",
     [DROP_UNRESOLVED] = "OS level error: endpoint address did not resolve",
     [DROP_SEND_UPSTREAM] = "OS level error: send to endpoint failed",
     [DROP_SEND_DOWNSTREAM] =
@@ -572,6 +573,7 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
         return;
     }
     uint8_t *data = pkt_data(&c.pkt);
+    uint32_t staged = 0;
     for (uint32_t k = 0; k < c.eps.n; k++) {
         const struct endpoint *ep = &snap->eps[c.eps.idx ? c.eps.idx[k] : k];
         if (ep->addr.family == 0) {
@@ -583,11 +585,20 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
         struct session *s = session_lookup(w->sessions, &c.src, &ep->addr);
         if (s) {
             session_seen_client(s, w->now_ns);
+        } else if (ep->cfg && ep->cfg->is_draining) {
+            continue; /* EDS health: no new sessions to it; existing ones go on (issue 10) */
         } else if (!(s = open_session(w, &c.src, &ep->addr))) {
             res->failed = true; /* counted by open_session */
             return;
         }
         stage_upstream(w, s, i, data, c.pkt.len);
+        staged++;
+    }
+    if (staged == 0 && c.eps.n > 0) {
+        /* every endpoint it was meant for takes no new sessions */
+        drop_ex(w, DROP_ENDPOINTS_DRAINING, &c.src, NULL);
+        res->failed = true;
+        return;
     }
     res->passed = true; /* counted as read once its sends are flushed */
 }

@@ -21,6 +21,7 @@ enum drop_reason {
     DROP_UPSTREAM_SOCKET,  /* read: no upstream socket could be set up (e.g. open files) */
     DROP_NO_LOCAL_PORT,    /* read: the host has no free ephemeral port for a new session */
     DROP_IP_SESSION_LIMIT, /* read: the client's address holds --max-sessions-per-ip */
+    DROP_ENDPOINTS_DRAINING, /* read: a new client, and every selected endpoint is draining */
     DROP_UNRESOLVED,       /* read: the endpoint's DNS name did not resolve */
     DROP_SEND_UPSTREAM,    /* read: sendmmsg to the endpoint failed */
     DROP_SEND_DOWNSTREAM,  /* write: sendmmsg to the client failed */

@@ -61,6 +61,9 @@ struct ads_client {
     pthread_mutex_t lock;
     struct metric_row rows[METRIC_SLOTS];
     unsigned n_rows;
+    struct eds_entry *eds; /* the last accepted EDS state (ADS thread only) */
+    size_t n_eds;
+    bool delivered; /* the current stream delivered a response (ADS thread only) */
 };
 
 /* ---- URLs ---------------------------------------------------------------------------- */
@@ -213,18 +216,96 @@ static int kind_of(const char *url)
     return -1;
 }
 
-/* Appends an owned resource name for the ACK (NULL: out of memory). */
-static int add_name(char **names, size_t *n, char *name, struct err *e)
+/* One ClusterLoadAssignment of the last accepted EDS response (state of the world: the
+ * next response replaces them all, so an assignment it leaves out is removed). */
+struct eds_entry {
+    char *cluster_name;            /* owned */
+    struct cluster_group *groups;  /* owned */
+    size_t n_groups;
+};
+
+static void eds_free(struct eds_entry *eds, size_t n)
 {
-    if (!name)
-        return err_set(e, "out of memory building the ACK");
-    names[(*n)++] = name;
+    for (size_t i = 0; eds && i < n; i++) {
+        free(eds[i].cluster_name);
+        for (size_t k = 0; k < eds[i].n_groups; k++)
+            xds_group_free(&eds[i].groups[k]);
+        free(eds[i].groups);
+    }
+    free(eds);
+}
+
+/* What is published: base (the file's config updated by quilkin Cluster and Listener
+ * resources) plus every EDS assignment's endpoints, joined by locality. NULL on OOM. */
+static struct config *merged(const struct ads_client *c, const struct config *base)
+{
+    struct config *m = config_clone(base);
+    for (size_t i = 0; m && i < c->n_eds; i++) {
+        if (xds_merge_groups(m, c->eds[i].groups, c->eds[i].n_groups) < 0) {
+            config_destroy(m);
+            m = NULL;
+        }
+    }
+    return m;
+}
+
+/* Publishes merged(base): on success base becomes `current` (taken); on failure it is freed
+ * and e says why. */
+static int publish(struct ads_client *c, struct config *base, struct err *e)
+{
+    struct config *m = merged(c, base);
+    if (!m) {
+        config_destroy(base);
+        return err_set(e, "out of memory applying a DiscoveryResponse");
+    }
+    int rc = c->hooks.apply(c->hooks.ctx, m, e);
+    if (rc < 0) {
+        config_destroy(base);
+        return rc;
+    }
+    config_destroy(c->current);
+    c->current = base;
     return 0;
 }
 
-/* Applies one response to a clone of `current` (spec xds.md §5.3: resources in order, stop
- * at the first failure, those before it stay applied), publishes, and answers ACK or NACK.
- * Returns a negative errno when the stream must be dropped. */
+/* An EDS response, state of the world: every assignment decodes or none is taken (NACK);
+ * names must be unique. Replaces c->eds on success (publish done by the caller). */
+static int take_eds(struct ads_client *c, const struct xds_response *rs, struct err *e)
+{
+    struct eds_entry *eds = calloc(rs->n_resources ? rs->n_resources : 1, sizeof(*eds));
+    if (!eds)
+        return err_set(e, "out of memory applying a DiscoveryResponse");
+    int rc = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < rs->n_resources && rc == 0; i++) {
+        const struct xds_any *a = &rs->resources[i];
+        if (kind_of(a->type_url) != KIND_CLA) {
+            rc = err_set(e, "resource %zu has type `%s` in a `%s` response", i, a->type_url,
+                         rs->type_url);
+            break;
+        }
+        struct eds_entry *en = &eds[n];
+        rc = xds_cla_decode(a->value, a->len, &en->cluster_name, &en->groups, &en->n_groups, e);
+        if (rc < 0)
+            break;
+        n++;
+        for (size_t k = 0; k + 1 < n && rc == 0; k++)
+            if (strcmp(eds[k].cluster_name, en->cluster_name) == 0)
+                rc = err_set(e, "ClusterLoadAssignment `%s` appears twice", en->cluster_name);
+    }
+    if (rc < 0) {
+        eds_free(eds, n);
+        return rc;
+    }
+    eds_free(c->eds, c->n_eds);
+    c->eds = eds;
+    c->n_eds = n;
+    return 0;
+}
+
+/* Applies one response (spec xds.md §5.3: quilkin resources in order, stop at the first
+ * failure, those before it stay applied; EDS: all or nothing), publishes, and answers ACK or
+ * NACK. Returns a negative errno when the stream must be dropped. */
 static int handle_response(struct ads_client *c, struct grpc_client *g, const uint8_t *msg,
                            size_t len)
 {
@@ -243,97 +324,67 @@ static int handle_response(struct ads_client *c, struct grpc_client *g, const ui
         return -EPROTO;
     }
     count(c, cp, (enum xds_kind)kind, COUNT_RESPONSE);
+    if (!atomic_load(&c->healthy))
+        c->delivered = true; /* the stream works: the reconnect backoff starts over */
     atomic_store(&c->healthy, true);
 
+    /* State of the world: every request, ACKs and NACKs included, states the whole
+     * subscription, so an ACK repeats the subscription's names (none: every resource of the
+     * type) rather than the names received, which a standard server (Envoy's go-control-plane
+     * and others) would read as narrowing it. Deviation from v0.7.0, which listed them. */
     struct xds_request ack = {.version_info = rs.version_info,
                               .type_url = rs.type_url,
                               .response_nonce = rs.nonce};
-    char **names = calloc(rs.n_resources ? rs.n_resources : 1, sizeof(*names));
-    struct config *work = config_clone(c->current);
     int rc = 0;
-    size_t applied = 0;
-    if (!names || !work) {
-        rc = err_set(&e, "out of memory applying a DiscoveryResponse");
-        goto answer;
-    }
-    for (size_t i = 0; i < rs.n_resources && rc == 0; i++) {
-        const struct xds_any *a = &rs.resources[i];
-        if (kind_of(a->type_url) != kind) {
-            rc = err_set(&e, "resource %zu has type `%s` in a `%s` response", i, a->type_url,
-                         rs.type_url);
-            break;
+    if (kind == KIND_CLA) {
+        rc = take_eds(c, &rs, &e);
+        if (rc == 0) {
+            struct config *base = config_clone(c->current);
+            rc = base ? publish(c, base, &e)
+                      : err_set(&e, "out of memory applying a DiscoveryResponse");
         }
-        if (kind == KIND_CLUSTER) {
-            struct cluster_group grp;
-            rc = xds_cluster_decode(a->value, a->len, &grp, &e);
-            if (rc == 0) {
-                rc = add_name(names, &ack.n_resource_names, xds_cluster_resource_name(&grp), &e);
-                if (rc == 0)
-                    rc = xds_apply_clusters(work, &grp, 1);
-                if (rc < 0)
+    } else {
+        struct config *work = config_clone(c->current);
+        size_t applied = 0;
+        if (!work)
+            rc = err_set(&e, "out of memory applying a DiscoveryResponse");
+        for (size_t i = 0; work && i < rs.n_resources && rc == 0; i++) {
+            const struct xds_any *a = &rs.resources[i];
+            if (kind_of(a->type_url) != kind) {
+                rc = err_set(&e, "resource %zu has type `%s` in a `%s` response", i,
+                             a->type_url, rs.type_url);
+                break;
+            }
+            if (kind == KIND_CLUSTER) {
+                struct cluster_group grp;
+                rc = xds_cluster_decode(a->value, a->len, &grp, &e);
+                if (rc == 0 && (rc = xds_apply_clusters(work, &grp, 1)) < 0) {
                     xds_group_free(&grp);
-            }
-        } else if (kind == KIND_CLA) {
-            struct cluster_group *groups = NULL;
-            size_t n = 0;
-            rc = xds_cla_decode(a->value, a->len, &groups, &n, &e);
-            if (rc == 0) {
-                rc = add_name(names, &ack.n_resource_names, strdup(""), &e);
-                if (rc == 0)
-                    rc = xds_apply_clusters(work, groups, n);
-                if (rc < 0)
-                    for (size_t k = 0; k < n; k++)
-                        xds_group_free(&groups[k]);
-                free(groups);
-            }
-        } else {
-            struct filter_cfg *fs = NULL;
-            size_t n = 0;
-            rc = xds_listener_decode(a->value, a->len, &fs, &n, &e);
-            if (rc == 0) {
-                rc = add_name(names, &ack.n_resource_names, xds_listener_name(a->value, a->len),
-                              &e);
-                if (rc < 0) {
-                    for (size_t k = 0; k < n; k++) {
-                        free(fs[k].name);
-                        node_free(fs[k].owned_config);
-                    }
-                    free(fs);
-                    break;
+                    err_set(&e, "out of memory applying clusters");
                 }
-                if (xds_apply_filters(work, fs, n) < 0)
+            } else {
+                struct filter_cfg *fs = NULL;
+                size_t n = 0;
+                rc = xds_listener_decode(a->value, a->len, &fs, &n, &e);
+                if (rc == 0 && xds_apply_filters(work, fs, n) < 0)
                     rc = err_set(&e, "out of memory applying filters");
                 free(fs);
             }
+            if (rc == 0)
+                applied++;
         }
-        if (rc == 0)
-            applied++;
-    }
-    if (applied > 0 || rs.n_resources == 0) {
-        /* publish what was applied (also on a later failure: no rollback) */
-        struct config *keep = config_clone(work);
-        struct err pe = {{0}};
-        if (!keep) {
-            config_destroy(work);
-            work = NULL;
-            rc = err_set(&e, "out of memory applying a DiscoveryResponse");
-        } else {
-            int prc = c->hooks.apply(c->hooks.ctx, work, &pe);
-            work = NULL;
-            if (prc == 0) {
-                config_destroy(c->current);
-                c->current = keep;
-            } else {
-                config_destroy(keep);
-                if (rc == 0) {
-                    rc = prc;
-                    memcpy(&e, &pe, sizeof(e));
-                }
+        if (work && (applied > 0 || rs.n_resources == 0)) {
+            /* publish what was applied (also on a later failure: no rollback) */
+            struct err pe = {{0}};
+            int prc = publish(c, work, &pe);
+            if (prc < 0 && rc == 0) {
+                rc = prc;
+                memcpy(&e, &pe, sizeof(e));
             }
+        } else {
+            config_destroy(work);
         }
     }
-answer:
-    config_destroy(work);
     if (rc < 0) {
         ack.has_error = true;
         ack.error_code = 3; /* INVALID_ARGUMENT */
@@ -346,12 +397,8 @@ answer:
         LOG_DEBUG("xds", "ACK %s version %s (%zu resources)", rs.type_url,
                   rs.version_info ? rs.version_info : "", rs.n_resources);
     }
-    ack.resource_names = names;
     struct err se = {{0}};
-    int src = names ? send_request(g, &ack, &se) : -ENOMEM;
-    for (size_t i = 0; names && i < ack.n_resource_names; i++)
-        free(names[i]);
-    free(names);
+    int src = send_request(g, &ack, &se);
     xds_response_free(&rs);
     if (src < 0)
         LOG_WARN("xds", "cannot send ACK/NACK: %s", se.msg);
@@ -391,7 +438,9 @@ static void run_stream(struct ads_client *c, struct grpc_client *g)
         LOG_WARN("xds", "subscribing failed: %s", e.msg);
         return;
     }
-    int idle_ms = (int)(c->opts.idle_request_secs ? c->opts.idle_request_secs : 1) * 1000;
+    /* 1 s .. 1 day, computed without overflow whatever the caller passed */
+    uint64_t idle_s = c->opts.idle_request_secs ? c->opts.idle_request_secs : 1;
+    int idle_ms = (int)((idle_s > 86400 ? 86400 : idle_s) * 1000);
     while (!atomic_load(&c->stop)) {
         uint8_t *msg = NULL;
         size_t len = 0;
@@ -451,13 +500,15 @@ static void *client_main(void *arg)
             continue;
         }
         LOG_INFO("xds", "connected to management server %s", url);
-        failures = 0;
+        c->delivered = false;
         atomic_store(&c->connected, true);
         run_stream(c, g);
         atomic_store(&c->connected, false);
         atomic_store(&c->healthy, false);
         grpc_client_close(g);
-        failures = 1; /* reconnect after the base delay, to the next server */
+        /* the backoff starts over only after a stream that delivered a response: a server
+         * that accepts connections and then fails keeps backing off (issue 10) */
+        failures = c->delivered ? 1 : failures + 1;
     }
     return NULL;
 }
@@ -504,6 +555,7 @@ void ads_client_stop(struct ads_client *c)
     pthread_join(c->thread, NULL);
     close(c->wake_fd);
     config_destroy(c->current);
+    eds_free(c->eds, c->n_eds);
     free(c->node_id);
     pthread_mutex_destroy(&c->lock);
     free(c);

@@ -642,7 +642,56 @@ out:
     return rc;
 }
 
+/* Envoy's load-balancing facts about an EDS endpoint, kept in its metadata under
+ * EDS_METADATA_KEY so /config shows them and filters can use them: health_status (when set),
+ * load_balancing_weight (the endpoint's), locality_load_balancing_weight, priority. */
+#define EDS_METADATA_KEY "envoy.eds"
+
+static const char *const health_names[] = {"UNKNOWN",  "HEALTHY", "UNHEALTHY",
+                                           "DRAINING", "TIMEOUT", "DEGRADED"};
+
+static int add_eds_facts(struct endpoint_cfg *ep, const Envoy__Config__Endpoint__V3__LbEndpoint *lb,
+                         const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle,
+                         struct err *e)
+{
+    struct node *facts = node_new_map();
+    int rc = facts ? 0 : -ENOMEM;
+    int h = (int)lb->health_status;
+    if (rc == 0 && h > 0) {
+        const char *name = h < (int)(sizeof(health_names) / sizeof(health_names[0]))
+                               ? health_names[h]
+                               : "UNKNOWN";
+        rc = node_map_append(facts, "health_status", 13, node_new_str(name, strlen(name)));
+    }
+    if (rc == 0 && lb->load_balancing_weight)
+        rc = node_map_append(facts, "load_balancing_weight", 21,
+                             node_new_int(false, lb->load_balancing_weight->value));
+    if (rc == 0 && lle->load_balancing_weight)
+        rc = node_map_append(facts, "locality_load_balancing_weight", 30,
+                             node_new_int(false, lle->load_balancing_weight->value));
+    if (rc == 0)
+        rc = node_map_append(facts, "priority", 8, node_new_int(false, lle->priority));
+    if (rc == 0 && !ep->owned_metadata) {
+        ep->owned_metadata = node_new_map();
+        ep->metadata = ep->owned_metadata;
+        if (!ep->owned_metadata)
+            rc = -ENOMEM;
+    }
+    if (rc == 0)
+        rc = node_map_append(ep->owned_metadata, EDS_METADATA_KEY, strlen(EDS_METADATA_KEY),
+                             facts);
+    else
+        node_free(facts);
+    /* issue 10: these get no new sessions (Envoy excludes them from load balancing); sessions
+     * already open to them keep working, so a draining game server finishes its matches */
+    ep->is_draining = h == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY ||
+                      h == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING ||
+                      h == ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT;
+    return rc < 0 ? oom(e) : 0;
+}
+
 static int decode_lb_endpoint(const Envoy__Config__Endpoint__V3__LbEndpoint *lb,
+                              const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle,
                               struct endpoint_cfg *ep, struct err *e)
 {
     const Envoy__Config__Endpoint__V3__Endpoint *pe =
@@ -667,6 +716,8 @@ static int decode_lb_endpoint(const Envoy__Config__Endpoint__V3__LbEndpoint *lb,
     int rc = set_host(ep, pb_str(sa->address), port, e);
     if (rc == 0 && lb->metadata)
         rc = decode_filter_metadata(lb->metadata, ep, e);
+    if (rc == 0)
+        rc = add_eds_facts(ep, lb, lle, e);
     return rc;
 }
 
@@ -681,15 +732,20 @@ static bool same_locality(const struct cluster_group *a, const struct cluster_gr
            strcmp(pb_str(a->locality.sub_zone), pb_str(b->locality.sub_zone)) == 0;
 }
 
-int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups, size_t *n,
-                   struct err *e)
+int xds_cla_decode(const uint8_t *buf, size_t len, char **cluster_name,
+                   struct cluster_group **groups, size_t *n, struct err *e)
 {
     *groups = NULL;
     *n = 0;
+    *cluster_name = NULL;
     Envoy__Config__Endpoint__V3__ClusterLoadAssignment *m = (void *)pb_unpack(
         &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, buf, len, e);
     if (!m)
         return -EINVAL;
+    if (!(*cluster_name = strdup(pb_str(m->cluster_name)))) {
+        envoy__config__endpoint__v3__cluster_load_assignment__free_unpacked(m, NULL);
+        return oom(e);
+    }
     size_t cap = m->n_endpoints;
     struct cluster_group *gs = calloc(cap ? cap : 1, sizeof(*gs));
     struct ep_list *lists = calloc(cap ? cap : 1, sizeof(*lists));
@@ -719,7 +775,7 @@ int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups
             if (!ep)
                 rc = oom(e);
             else if (lle->lb_endpoints[j])
-                rc = decode_lb_endpoint(lle->lb_endpoints[j], ep, e);
+                rc = decode_lb_endpoint(lle->lb_endpoints[j], lle, ep, e);
         }
     }
     envoy__config__endpoint__v3__cluster_load_assignment__free_unpacked(m, NULL);
@@ -733,6 +789,8 @@ int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups
         for (size_t g = 0; g < ng; g++)
             xds_group_free(&gs[g]);
         free(gs);
+        free(*cluster_name);
+        *cluster_name = NULL;
         return rc;
     }
     *groups = gs;
@@ -783,6 +841,47 @@ static void filter_cfgs_release(struct filter_cfg *filters, size_t n)
         node_free(filters[i].owned_config);
         memset(&filters[i], 0, sizeof(filters[i]));
     }
+}
+
+int xds_merge_groups(struct config *c, const struct cluster_group *groups, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct cluster_group *src = &groups[i];
+        size_t j = 0;
+        while (j < c->n_groups && !same_locality(&c->groups[j], src))
+            j++;
+        if (j == c->n_groups) {
+            struct cluster_group *ng = realloc(c->groups, (c->n_groups + 1) * sizeof(*ng));
+            if (!ng)
+                return -ENOMEM;
+            c->groups = ng;
+            struct cluster_group *g = &c->groups[c->n_groups];
+            memset(g, 0, sizeof(*g));
+            struct err ignored;
+            if (set_locality(g, src->has_locality, src->locality.region, src->locality.zone,
+                             src->locality.sub_zone, &ignored) < 0) {
+                xds_group_free(g);
+                return -ENOMEM;
+            }
+            c->n_groups++;
+        }
+        struct cluster_group *dst = &c->groups[j];
+        struct endpoint_cfg *eps =
+            realloc(dst->endpoints, (dst->n_endpoints + src->n_endpoints + 1) * sizeof(*eps));
+        if (!eps)
+            return -ENOMEM;
+        dst->endpoints = eps;
+        for (size_t k = 0; k < src->n_endpoints; k++) {
+            if (config_clone_endpoint(&src->endpoints[k], &eps[dst->n_endpoints]) < 0) {
+                config_endpoint_deinit(&eps[dst->n_endpoints]);
+                return -ENOMEM;
+            }
+            dst->n_endpoints++;
+        }
+        if (config_group_normalize(dst) < 0)
+            return -ENOMEM;
+    }
+    return 0;
 }
 
 int xds_apply_filters(struct config *c, struct filter_cfg *filters, size_t n)

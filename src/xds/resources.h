@@ -74,13 +74,16 @@ int xds_cluster_encode(const struct cluster_group *g, uint8_t **out, size_t *out
  * none (§3). Malloc'd; NULL on OOM. */
 char *xds_cluster_resource_name(const struct cluster_group *g);
 
-/* Extension: envoy.config.endpoint.v3.ClusterLoadAssignment -> groups, one per
- * LocalityLbEndpoints (locality region/zone/sub_zone; no locality = unlocated), endpoints from
- * LbEndpoint.endpoint.address.socket_address {address, port_value}, tokens from
- * LbEndpoint.metadata.filter_metadata["quilkin.dev"].tokens (same rules as §6.2).
- * *groups is a malloc'd array of *n owned groups. */
-int xds_cla_decode(const uint8_t *buf, size_t len, struct cluster_group **groups, size_t *n,
-                   struct err *e);
+/* Extension: envoy.config.endpoint.v3.ClusterLoadAssignment -> its cluster_name and groups,
+ * one per locality (LocalityLbEndpoints with the same locality merge; none = unlocated),
+ * endpoints from LbEndpoint.endpoint.address.socket_address {address, port_value}, tokens
+ * from LbEndpoint.metadata.filter_metadata["quilkin.dev"].tokens (same rules as §6.2), other
+ * filter_metadata as user metadata, and Envoy's load-balancing facts (health_status,
+ * load_balancing_weight, locality_load_balancing_weight, priority) in the metadata key
+ * "envoy.eds"; health UNHEALTHY, DRAINING or TIMEOUT sets is_draining. *cluster_name and
+ * *groups (*n owned groups) are malloc'd. */
+int xds_cla_decode(const uint8_t *buf, size_t len, char **cluster_name,
+                   struct cluster_group **groups, size_t *n, struct err *e);
 
 /* envoy.config.listener.v3.Listener -> filter list (§6.3): filter_chains[0] only; each
  * Filter's typed_config unpacked with xds_filter_config_decode into owned_config (name
@@ -114,6 +117,12 @@ void xds_group_free(struct cluster_group *g);
  * group) is replaced, others are appended; groups not named are untouched. Takes ownership
  * of groups[0..n) contents (the array itself stays the caller's). 0 or -ENOMEM. */
 int xds_apply_clusters(struct config *c, struct cluster_group *groups, size_t n);
+
+/* Adds copies of groups[0..n) to c: endpoints join the group of the same locality (created
+ * when missing) and each group is normalized (address order; for two endpoints with one
+ * address, the one already in c wins). groups stay the caller's. 0 or -ENOMEM (c may then
+ * hold part of them: destroy it). */
+int xds_merge_groups(struct config *c, const struct cluster_group *groups, size_t n);
 
 /* Replaces c's filter list with filters[0..n), taking ownership of their contents (the array
  * itself stays the caller's) whatever the outcome. 0, or -ENOMEM: c keeps its old filters and

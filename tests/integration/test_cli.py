@@ -182,6 +182,9 @@ USAGE_ERRORS = [
      "--management-server"),
     ("global-option-after-command", ["proxy", "--no-admin", "--to", "127.0.0.1:9"], "--no-admin"),
     ("bad-log-format", ["--no-admin", "--log-format", "xml", "proxy", "--to", "127.0.0.1:9"], "xml"),
+    ("idle-request-interval-huge",  # issue 10: 4294967295 made the xDS client spin
+     ["--no-admin", "proxy", "-m", "http://127.0.0.1:7800", "--idle-request-interval-secs",
+      "4294967295"], "--idle-request-interval-secs"),
     ("missing-command", ["--no-admin"], None),
     ("unknown-command", ["--no-admin", "frobnicate"], "frobnicate"),
 ]

@@ -113,7 +113,7 @@ def test_endpoints_added_changed_emptied(quilkin, control_plane, servers, client
 
     resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
     assert_ack(reply, resp)
-    assert list(reply.resource_names) == [""]
+    assert list(reply.resource_names) == []  # the subscription restated (issue 10)
     assert client.request(b"to-a")[0] == b"to-a"
     assert a.wait_for(b"to-a")
     wait_ready_status(p, 200)
@@ -147,7 +147,7 @@ def test_filter_chain_replaced(quilkin, control_plane, servers, clients):
 
     resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(drop_filter())], "1")
     assert_ack(reply, resp)
-    assert list(reply.resource_names) == [""]
+    assert list(reply.resource_names) == []  # the subscription restated (issue 10)
     before = a.count()
     client.send(b"dropped")
     silent(a, before)
@@ -175,7 +175,13 @@ def test_filter_chain_replaced(quilkin, control_plane, servers, clients):
 # ACK / NACK
 # --------------------------------------------------------------------------
 
-def test_ack_echoes_version_nonce_and_resource_names(quilkin, control_plane, servers):
+def test_ack_echoes_version_nonce_and_restates_the_subscription(quilkin, control_plane,
+                                                                 servers):
+    """The ACK carries the response's version and nonce, and the subscription's resource
+    names (none: the whole type), not the names received: in state-of-the-world xDS every
+    request states the subscription, and naming the resources received would narrow it to
+    them for a standard server (go-control-plane filters, and in ADS mode refuses names that
+    are no superset of its snapshot). Deviation from v0.7.0 (spec xds.md 5.3), issue 10."""
     a, b = servers(), servers()
     cp = control_plane(identifier=CP_ID, auto_reply=False)
     p, st = start_proxy(quilkin, cp)
@@ -189,27 +195,33 @@ def test_ack_echoes_version_nonce_and_resource_names(quilkin, control_plane, ser
     assert_ack(reply, resp)
     assert reply.version_info == "v-42"
     assert reply.response_nonce == "nonce-abc"
-    assert list(reply.resource_names) == ["", "eu:z1", "us", "ap:z:s"]
+    assert list(reply.resource_names) == []
     assert not reply.HasField("node")
 
     resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(pass_filter())], "L1",
                                nonce="nonce-lst")
     assert_ack(reply, resp)
-    assert list(reply.resource_names) == [""]
+    assert list(reply.resource_names) == []  # the subscription restated (issue 10)
     assert not reply.HasField("node")
     # nothing else was sent: no spontaneous requests after the ACKs
     assert len(st.reqs()) == 3 + 2
     wait_ready_status(p, 200)
 
 
-def test_listener_ack_names_the_listener(quilkin, control_plane):
-    """spec xds.md §3/§5.3: a Listener's resource name in the ACK is Listener.name."""
+def test_named_listener_ack_keeps_the_wildcard_subscription(quilkin, control_plane):
+    """A named Listener is ACKed without its name (the subscription is restated), so a
+    later Listener with another name still reaches the proxy through a server that filters
+    responses by the requested names."""
     cp = control_plane(identifier=CP_ID, auto_reply=False)
     p, st = start_proxy(quilkin, cp)
     resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(pass_filter(), name="lst-1")],
                                "L2")
     assert_ack(reply, resp)
-    assert list(reply.resource_names) == ["lst-1"]
+    assert list(reply.resource_names) == []
+    resp, reply = push_and_ack(cp, st, TYPE_LISTENER, [listener(drop_filter(), name="lst-2")],
+                               "L3")
+    assert_ack(reply, resp)
+    assert [r.type_url for _, r in st.sent].count(TYPE_LISTENER) == 2
 
 
 def test_invalid_listener_nacked_old_chain_kept(quilkin, control_plane, servers, clients):
@@ -372,9 +384,10 @@ def test_cla_with_tokens_routes(quilkin, control_plane, servers, clients):
     silent(a, 2)
     assert b.count() == 1
 
-    # a located CLA group is added next to the unlocated one
+    # a located group in the same assignment is added next to the unlocated one
     c = tagged(servers, b"c:")
-    m = cla([(("eu", "z1", ""), [(c.host, c.port, [b"ccc"])])])
+    m = cla([(None, [(a.host, a.port, [b"aaa", b"zzz"]), (b.host, b.port, [b"bbb"])]),
+             (("eu", "z1", ""), [(c.host, c.port, [b"ccc"])])])
     resp, reply = push_and_ack(cp, st, TYPE_CLA, [m], "2")
     assert_ack(reply, resp)
     assert client.request(b"hiccc")[0] == b"c:hi"

@@ -134,6 +134,7 @@ def load_protos(out_dir):
             Node=base.Node,
             ControlPlane=base.ControlPlane,
             EnvoyLocality=base.Locality,
+            HealthStatus=base.HealthStatus,
             Metadata=base.Metadata,
             SocketAddress=addr.SocketAddress,
             Address=addr.Address,
@@ -295,16 +296,27 @@ def concatenate_filter(data, on_read=1, on_write=0):
 def cla(groups, name="default"):
     """envoy ClusterLoadAssignment (quilkin-c EDS extension).
 
-    ``groups``: list of (locality, endpoints), locality None or (region, zone, sub_zone),
-    endpoints a list of (host, port, tokens or None)."""
+    ``groups``: list of (locality, endpoints) or (locality, endpoints, lle) where locality is
+    None or (region, zone, sub_zone), lle a dict with optional ``weight`` and ``priority``
+    of the LocalityLbEndpoints, and endpoints a list of (host, port, tokens or None) or
+    (host, port, tokens, extra) with extra a dict of optional ``health`` (a HealthStatus
+    name such as "DRAINING") and ``weight``."""
     P = pb()
     m = P.ClusterLoadAssignment(cluster_name=name)
-    for loc, eps in groups:
+    for group in groups:
+        loc, eps = group[0], group[1]
+        lle_opts = group[2] if len(group) > 2 else {}
         lle = m.endpoints.add()
         if loc is not None:
             region, zone, sub = (tuple(loc) + ("", "", ""))[:3]
             lle.locality.CopyFrom(P.EnvoyLocality(region=region, zone=zone, sub_zone=sub))
-        for host, port, tokens in eps:
+        if "weight" in lle_opts:
+            lle.load_balancing_weight.value = lle_opts["weight"]
+        if "priority" in lle_opts:
+            lle.priority = lle_opts["priority"]
+        for ep in eps:
+            host, port, tokens = ep[0], ep[1], ep[2]
+            extra = ep[3] if len(ep) > 3 else {}
             lb = lle.lb_endpoints.add()
             sa = lb.endpoint.address.socket_address
             sa.protocol = P.SocketAddress.UDP
@@ -313,6 +325,10 @@ def cla(groups, name="default"):
             if tokens is not None:
                 lb.metadata.filter_metadata["quilkin.dev"].update(
                     {"tokens": [b64(t) for t in tokens]})
+            if "health" in extra:
+                lb.health_status = P.HealthStatus.Value(extra["health"])
+            if "weight" in extra:
+                lb.load_balancing_weight.value = extra["weight"]
     return m
 
 
@@ -421,6 +437,26 @@ def is_uuid4(text):
 # the Python control plane (ADS server)
 # --------------------------------------------------------------------------
 
+def resource_name(type_url, any_msg):
+    """The name a state-of-the-world server files a resource under: a ClusterLoadAssignment's
+    cluster_name, a Listener's name, a quilkin Cluster's locality ("region:zone:sub_zone",
+    empty parts skipped, "" for none; spec xds.md section 3). None when it does not decode."""
+    try:
+        if type_url == TYPE_CLA:
+            return pb().ClusterLoadAssignment.FromString(any_msg.value).cluster_name
+        if type_url == TYPE_LISTENER:
+            return pb().Listener.FromString(any_msg.value).name
+        if type_url == TYPE_CLUSTER:
+            c = pb().Cluster.FromString(any_msg.value)
+            if not c.HasField("locality"):
+                return ""
+            return ":".join(x for x in (c.locality.region, c.locality.zone,
+                                        c.locality.sub_zone) if x)
+    except Exception:  # noqa: BLE001  (undecodable on purpose in some tests)
+        return None
+    return None
+
+
 class CpStream:
     """One ADS stream as seen by ControlPlane: requests received and responses sent."""
 
@@ -435,6 +471,9 @@ class CpStream:
         self.outq = queue.Queue()
         self.active = True          # handler still running
         self.closed_by_peer = False
+        self.subs = {}              # type URL -> resource_names of the latest request
+        self.last_nonce = {}        # type URL -> nonce of the latest response sent
+        self.stale = 0              # requests answering an older nonce (ignored, as gcp does)
 
     def reqs(self):
         with self.cp._cond:
@@ -456,9 +495,38 @@ class CpStream:
         return self.cp._wait(find, timeout, f"a reply to nonce {nonce} on stream {self.index}")
 
     def send(self, resp):
+        """Sends resp, as a state-of-the-world server would (``strict`` control planes apply
+        go-control-plane's snapshot-cache rules): only for a type the stream subscribed to;
+        when the subscription names resources, the response holds only those, and in ADS
+        mode they must name every resource of the snapshot (else nothing is sent and a
+        violation is recorded). Returns the response actually sent, or None."""
+        if self.cp.strict:
+            with self.cp._cond:
+                names = self.subs.get(resp.type_url)
+            if names is None:
+                self.cp.violation(f"stream {self.index}: a {resp.type_url} response before "
+                                  f"any subscription to that type")
+                return None
+            if names:
+                have = [resource_name(resp.type_url, r) for r in resp.resources]
+                missing = [n for n in have if n not in names]
+                if missing:
+                    self.cp.violation(
+                        f"stream {self.index}: ADS subscription {names!r} to "
+                        f"{resp.type_url} is no superset of the snapshot {have!r}: "
+                        f"go-control-plane sends nothing")
+                    return None
+                filtered = pb().DiscoveryResponse()
+                filtered.CopyFrom(resp)
+                del filtered.resources[:]
+                filtered.resources.extend(r for r, n in zip(resp.resources, have)
+                                          if n in names)
+                resp = filtered
         with self.cp._cond:
             self.sent.append((time.monotonic(), resp))
+            self.last_nonce[resp.type_url] = resp.nonce
         self.outq.put(resp)
+        return resp
 
 
 def _raw_and_parsed(data):
@@ -474,10 +542,12 @@ class ControlPlane:
     stores it as the new state, so that a reconnecting client resyncs to it).
     """
 
-    def __init__(self, identifier="py-cp", auto_reply=True, port=0):
+    def __init__(self, identifier="py-cp", auto_reply=True, port=0, strict=True):
         self.identifier = identifier
         self.auto_reply = auto_reply
         self.port = port
+        self.strict = strict
+        self.violations = []
         self.state = {}
         self.streams = []
         self._cond = threading.Condition()
@@ -563,6 +633,11 @@ class ControlPlane:
                 with self._cond:
                     st.raw.append(raw)
                     st.requests.append((time.monotonic(), rq))
+                    # state of the world: every request restates the subscription
+                    st.subs[rq.type_url] = list(rq.resource_names)
+                    if (rq.response_nonce and
+                            rq.response_nonce != st.last_nonce.get(rq.type_url)):
+                        st.stale += 1
                     self._cond.notify_all()
                     state = self.state.get(rq.type_url)
                     fresh = (not rq.response_nonce and not rq.HasField("error_detail"))
@@ -591,6 +666,10 @@ class ControlPlane:
                     raise AssertionError(f"control plane: timed out after {timeout:.1f}s "
                                          f"waiting for {what}")
                 self._cond.wait(min(left, 0.05))
+
+    def violation(self, text):
+        with self._cond:
+            self.violations.append(text)
 
     def set_state(self, type_url, resources, version="0"):
         with self._cond:
@@ -642,8 +721,11 @@ def control_plane(xds_pb):
         return cp
 
     yield make
+    violations = []
     for cp in made:
         cp.stop()
+        violations += cp.violations
+    assert not violations, "state-of-the-world rules broken:\n" + "\n".join(violations)
 
 
 # --------------------------------------------------------------------------

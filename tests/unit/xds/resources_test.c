@@ -719,7 +719,10 @@ static void test_cla_decode(void **state)
     struct cluster_group *gs = NULL;
     size_t ng = 0;
     struct err e = {{0}};
-    assert_int_equal(xds_cla_decode(buf, n, &gs, &ng, &e), 0);
+    char *name = NULL;
+    assert_int_equal(xds_cla_decode(buf, n, &name, &gs, &ng, &e), 0);
+    assert_string_equal(name, "default");
+    free(name);
     assert_int_equal(ng, 2);
     assert_true(gs[0].has_locality);
     assert_string_equal(gs[0].locality.region, "eu");
@@ -730,7 +733,10 @@ static void test_cla_decode(void **state)
     assert_int_equal(gs[0].endpoints[1].addr.port, 7000);
     assert_int_equal(gs[0].endpoints[1].n_tokens, 1);
     assert_memory_equal(gs[0].endpoints[1].tokens[0].bytes, "\x01\x02\x03", 3);
-    assert_node_json(gs[0].endpoints[1].metadata, "{\"team\":{\"name\":\"red\"}}");
+    /* user filter_metadata, then Envoy's load-balancing facts (issue 10) */
+    assert_node_json(gs[0].endpoints[1].metadata,
+                     "{\"team\":{\"name\":\"red\"},\"envoy.eds\":{\"priority\":0}}");
+    assert_false(gs[0].endpoints[1].is_draining);
     assert_false(gs[1].has_locality);
     assert_int_equal(gs[1].n_endpoints, 1);
     assert_int_equal(gs[1].endpoints[0].addr.family, AF_INET6);
@@ -742,25 +748,27 @@ static void test_cla_decode(void **state)
     /* errors: port > 65535, bad token, no socket address */
     e1.sa.port_value = 70000;
     n = envoy__config__endpoint__v3__cluster_load_assignment__pack(&cla, buf);
-    assert_int_equal(xds_cla_decode(buf, n, &gs, &ng, &e), -EINVAL);
+    assert_int_equal(xds_cla_decode(buf, n, &name, &gs, &ng, &e), -EINVAL);
     assert_string_equal(e.msg, "invalid endpoint port");
     assert_null(gs);
     assert_int_equal(ng, 0);
     e1.sa.port_value = 7000;
     e3.fm[0].value = s_new("tokens", v_num(1), NULL);
     n = envoy__config__endpoint__v3__cluster_load_assignment__pack(&cla, buf);
-    assert_int_equal(xds_cla_decode(buf, n, &gs, &ng, &e), -EINVAL);
+    assert_int_equal(xds_cla_decode(buf, n, &name, &gs, &ng, &e), -EINVAL);
     assert_string_equal(e.msg, "Missing required key `tokens`.");
     e3.fm[0].value = NULL;
     e2.lb.host_identifier_case = ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER__NOT_SET;
     n = envoy__config__endpoint__v3__cluster_load_assignment__pack(&cla, buf);
-    assert_int_equal(xds_cla_decode(buf, n, &gs, &ng, &e), -EINVAL);
+    assert_int_equal(xds_cla_decode(buf, n, &name, &gs, &ng, &e), -EINVAL);
 
     /* empty assignment: no groups */
     Envoy__Config__Endpoint__V3__ClusterLoadAssignment none =
         ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT;
     n = envoy__config__endpoint__v3__cluster_load_assignment__pack(&none, buf);
-    assert_int_equal(xds_cla_decode(buf, n, &gs, &ng, &e), 0);
+    assert_int_equal(xds_cla_decode(buf, n, &name, &gs, &ng, &e), 0);
+    assert_string_equal(name, "");
+    free(name);
     assert_int_equal(ng, 0);
     free(gs);
 }
