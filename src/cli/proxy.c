@@ -63,6 +63,10 @@ static const char proxy_usage[] =
     "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
     "  -q, --qcmp-port <QCMP_PORT>    QCMP ping port [env: QUILKIN_QCMP_PORT] [default: 7600]\n"
     "  -t, --to <TO>                  Static endpoint IP:PORT, repeatable [env: QUILKIN_DEST]\n"
+    "      --region <REGION>          Locality sent to the management server (node.locality)\n"
+    "                                 [env: QUILKIN_REGION]\n"
+    "      --zone <ZONE>              [env: QUILKIN_ZONE]\n"
+    "      --sub-zone <SUB_ZONE>      [env: QUILKIN_SUB_ZONE]\n"
     "      --idle-request-interval-secs <SECS>\n"
     "                                 xDS re-request interval [default: 30]\n"
     "      --session-timeout-secs <SECS>\n"
@@ -103,6 +107,7 @@ struct proxy_opts {
     uint64_t unconfirmed_timeout_secs; /* 0: off */
     uint64_t max_sessions_per_ip;      /* 0: no limit */
     uint64_t qcmp_source_rate, qcmp_global_rate; /* replies/s; 0: no limit */
+    const char *region, *zone, *sub_zone;        /* node.locality for xDS; NULL: unset */
     uint64_t workers;      /* 0: one per CPU */
 };
 
@@ -127,6 +132,9 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->max_sessions_per_ip = DEFAULT_MAX_SESSIONS_PER_IP;
     o->qcmp_source_rate = DEFAULT_QCMP_SOURCE_RATE;
     o->qcmp_global_rate = DEFAULT_QCMP_GLOBAL_RATE;
+    o->region = getenv("QUILKIN_REGION");
+    o->zone = getenv("QUILKIN_ZONE");
+    o->sub_zone = getenv("QUILKIN_SUB_ZONE");
     if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
         o->management_servers[o->n_management_servers++] = env;
     if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
@@ -163,6 +171,9 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         OPT_PER_IP,
         OPT_QCMP_SOURCE,
         OPT_QCMP_GLOBAL,
+        OPT_REGION,
+        OPT_ZONE,
+        OPT_SUB_ZONE,
     };
     static const struct option opts[] = {
         {"management-server", required_argument, NULL, 'm'},
@@ -178,6 +189,9 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         {"max-sessions-per-ip", required_argument, NULL, OPT_PER_IP},
         {"qcmp-source-rate", required_argument, NULL, OPT_QCMP_SOURCE},
         {"qcmp-global-rate", required_argument, NULL, OPT_QCMP_GLOBAL},
+        {"region", required_argument, NULL, OPT_REGION},
+        {"zone", required_argument, NULL, OPT_ZONE},
+        {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -231,6 +245,15 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             break;
         case OPT_QCMP_GLOBAL:
             o->qcmp_global_rate = cli_parse_u64("--qcmp-global-rate <N>", optarg);
+            break;
+        case OPT_REGION:
+            o->region = optarg;
+            break;
+        case OPT_ZONE:
+            o->zone = optarg;
+            break;
+        case OPT_SUB_ZONE:
+            o->sub_zone = optarg;
             break;
         case 'h':
             fputs(proxy_usage, stdout);
@@ -697,7 +720,10 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                      .n_servers = o->n_management_servers,
                                      .idle_request_secs = o->idle_request_secs
                                                               ? (unsigned)o->idle_request_secs
-                                                              : 1};
+                                                              : 1,
+                                     .region = o->region,
+                                     .zone = o->zone,
+                                     .sub_zone = o->sub_zone};
         struct ads_client_hooks ah = {.apply = xds_apply, .ctx = ps};
         struct ads_client *ads = ads_client_start(&ao, xds_initial, &ah, &e);
         xds_initial = NULL;

@@ -61,6 +61,7 @@ struct ads_client {
     pthread_mutex_t lock;
     struct metric_row rows[METRIC_SLOTS];
     unsigned n_rows;
+    struct node *node_metadata; /* owned: the build facts sent in node.metadata */
     struct eds_entry *eds; /* the last accepted EDS state (ADS thread only) */
     size_t n_eds;
     bool delivered; /* the current stream delivered a response (ADS thread only) */
@@ -198,8 +199,15 @@ static int send_request(struct grpc_client *g, const struct xds_request *rq, str
 static int subscribe_all(struct ads_client *c, struct grpc_client *g, struct err *e)
 {
     for (int k = 0; k < KIND_COUNT; k++) {
+        bool has_loc = c->opts.region || c->opts.zone || c->opts.sub_zone;
         struct xds_request rq = {.node_id = c->node_id,
                                  .user_agent_name = "quilkin",
+                                 .user_agent_version = QK_VERSION,
+                                 .has_locality = has_loc,
+                                 .region = c->opts.region,
+                                 .zone = c->opts.zone,
+                                 .sub_zone = c->opts.sub_zone,
+                                 .node_metadata = c->node_metadata,
                                  .type_url = (char *)kind_url[k]};
         int rc = send_request(g, &rq, e);
         if (rc < 0)
@@ -513,6 +521,26 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+/* {"quilkin.dev/build": {"implementation": "quilkin-c", "version": ..., "commit": ...}} */
+static struct node *build_metadata(void)
+{
+    struct node *build = node_new_map(), *root = node_new_map();
+    if (!build || !root ||
+        node_map_append(build, "implementation", 14, node_new_str("quilkin-c", 9)) < 0 ||
+        node_map_append(build, "version", 7, node_new_str(QK_VERSION, strlen(QK_VERSION))) < 0 ||
+        node_map_append(build, "commit", 6,
+                        node_new_str(QK_GIT_COMMIT, strlen(QK_GIT_COMMIT))) < 0) {
+        node_free(build);
+        node_free(root);
+        return NULL;
+    }
+    if (node_map_append(root, "quilkin.dev/build", 17, build) < 0) {
+        node_free(root);
+        return NULL;
+    }
+    return root;
+}
+
 struct ads_client *ads_client_start(const struct ads_client_opts *o, struct config *initial,
                                     const struct ads_client_hooks *hooks, struct err *e)
 {
@@ -529,13 +557,16 @@ struct ads_client *ads_client_start(const struct ads_client_opts *o, struct conf
     c->hooks = *hooks;
     c->current = initial;
     c->node_id = strdup(initial->id ? initial->id : "");
+    c->node_metadata = build_metadata();
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&c->lock, NULL);
-    if (!c->node_id || c->wake_fd == -1 || pthread_create(&c->thread, NULL, client_main, c)) {
+    if (!c->node_id || !c->node_metadata || c->wake_fd == -1 ||
+        pthread_create(&c->thread, NULL, client_main, c)) {
         err_set(e, "cannot start the xDS client");
         if (c->wake_fd >= 0)
             close(c->wake_fd);
         free(c->node_id);
+        node_free(c->node_metadata);
         config_destroy(initial);
         pthread_mutex_destroy(&c->lock);
         free(c);
@@ -556,6 +587,7 @@ void ads_client_stop(struct ads_client *c)
     close(c->wake_fd);
     config_destroy(c->current);
     eds_free(c->eds, c->n_eds);
+    node_free(c->node_metadata);
     free(c->node_id);
     pthread_mutex_destroy(&c->lock);
     free(c);

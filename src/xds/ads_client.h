@@ -26,6 +26,8 @@ struct ads_client_opts {
     size_t n_servers;
     unsigned idle_request_secs; /* re-request after this long without a response (>= 1) */
     unsigned max_backoff_ms;    /* cap of the retry delay before jitter (spec: 30000) */
+    /* node.locality (issue 10: control planes tell proxies apart); NULL: none given */
+    const char *region, *zone, *sub_zone;
 };
 
 struct ads_client;
@@ -34,7 +36,11 @@ struct ads_client;
  * ("No scheme provided", ...). */
 int ads_client_check_urls(const char *const *servers, size_t n, struct err *e);
 
-/* Starts the thread. initial: the configuration to merge updates into (taken: the id is
+/* Every subscription carries node {id, user_agent_name "quilkin", user_agent_version (this
+ * build's version), locality (when region, zone or sub_zone is given), metadata
+ * {"quilkin.dev/build": {implementation, version, commit}}}.
+ *
+ * Starts the thread. initial: the configuration to merge updates into (taken: the id is
  * the xDS node id). NULL with e set on failure. */
 struct ads_client *ads_client_start(const struct ads_client_opts *o, struct config *initial,
                                     const struct ads_client_hooks *hooks, struct err *e);

@@ -199,9 +199,23 @@ int xds_request_encode(const struct xds_request *r, uint8_t **out, size_t *out_l
     for (size_t i = 0; i < r->n_resource_names; i++)
         if (!r->resource_names[i])
             return -EINVAL; /* a caller bug: protobuf-c would crash on it */
+    Envoy__Config__Core__V3__Locality loc = ENVOY__CONFIG__CORE__V3__LOCALITY__INIT;
+    struct pb_pool pool = {0};
     if (r->node_id) {
         node.id = r->node_id;
         node.user_agent_name = (char *)pb_str(r->user_agent_name);
+        node.user_agent_version = (char *)pb_str(r->user_agent_version);
+        if (r->has_locality) {
+            loc.region = (char *)pb_str(r->region);
+            loc.zone = (char *)pb_str(r->zone);
+            loc.sub_zone = (char *)pb_str(r->sub_zone);
+            node.locality = &loc;
+        }
+        if (r->node_metadata &&
+            !(node.metadata = metadata_struct_from_node(&pool, r->node_metadata, NULL, 0))) {
+            pb_pool_free(&pool);
+            return -ENOMEM;
+        }
         m.node = &node;
     }
     if (r->has_error) {
@@ -209,7 +223,9 @@ int xds_request_encode(const struct xds_request *r, uint8_t **out, size_t *out_l
         status.message = (char *)pb_str(r->error_message);
         m.error_detail = &status;
     }
-    return pb_pack(&m.base, out, out_len);
+    int rc = pb_pack(&m.base, out, out_len);
+    pb_pool_free(&pool);
+    return rc;
 }
 
 /* ---- quilkin.dev tokens (spec xds.md §6.2) ------------------------------------------------ */

@@ -41,6 +41,11 @@ struct xds_request {
     char *version_info;
     char *node_id;         /* NULL: no node */
     char *user_agent_name; /* node.user_agent_name, NULL when absent */
+    /* the rest of the node (encode only; ignored when node_id is NULL) */
+    char *user_agent_version;                  /* node.user_agent_version, NULL: absent */
+    bool has_locality;                         /* node.locality set */
+    const char *region, *zone, *sub_zone;      /* borrowed; NULL read as "" */
+    const struct node *node_metadata;          /* borrowed map -> node.metadata, or NULL */
     char **resource_names;
     size_t n_resource_names;
     char *type_url;

@@ -15,7 +15,7 @@ from xds_helpers import (DEBUG, DROP, PASS, SUBSCRIPTION_ORDER, TYPE_CLA, TYPE_C
                          TYPE_LISTENER, capture_suffix, cla, cluster, concatenate_filter,
                          debug_filter, drop_filter, endpoint, filter_entry, listener,
                          pass_filter, pb, ready_status, request, server_endpoint, token_router,
-                         wait_delivery, wait_ready_status)
+                         struct_to_py, wait_delivery, wait_ready_status)
 from xds_helpers import control_plane, xds_pb  # noqa: F401  (fixtures)
 
 PROXY_ID = "xds-proxy"
@@ -86,18 +86,36 @@ def test_subscriptions_order_and_bytes(quilkin, control_plane):
         assert r.response_nonce == ""
         assert list(r.resource_names) == []
         assert not r.HasField("error_detail")
-    # spec xds.md §5.2: the exact encoding of the Cluster subscription for id proxy-1
+    # spec xds.md §5.2 gives v0.7.0's bytes (node: id and user_agent_name only). Issue 10
+    # adds what control planes use to tell proxies apart: user_agent_version, the build in
+    # node.metadata and, when given, the locality. The wire order is still field order.
+    for r in reqs:
+        assert r.node.user_agent_version == "0.7.0"
+        build = struct_to_py(r.node.metadata)["quilkin.dev/build"]
+        assert build["implementation"] == "quilkin-c" and build["version"] == "0.7.0"
+        assert build["commit"]
+        assert not r.node.HasField("locality")
     url = TYPE_CLUSTER.encode()
-    expected = (bytes.fromhex("12120a07") + b"proxy-1" + bytes.fromhex("3207") + b"quilkin"
-                + bytes([0x22, len(url)]) + url)
-    assert st.raw[0] == expected, st.raw[0].hex()
-    lurl = TYPE_LISTENER.encode()
-    assert st.raw[1] == expected[:20] + bytes([0x22, len(lurl)]) + lurl, st.raw[1].hex()
+    assert st.raw[0].startswith(bytes.fromhex("12")), st.raw[0].hex()
+    assert st.raw[0].endswith(bytes([0x22, len(url)]) + url), st.raw[0].hex()
     # no response yet and no endpoints: not ready
     assert ready_status(p) == 500
     time.sleep(0.3)
     assert len(st.reqs()) == 3, "unexpected extra requests before any response"
     assert len(cp.streams) == 1
+
+
+def test_node_locality_from_the_command_line_and_environment(quilkin, control_plane):
+    cp = control_plane(auto_reply=False)
+    quilkin("-m", cp.url, "--region", "eu-west1", "--zone", "b", config=proxy_config("p-loc"))
+    st = cp.wait_stream(1)
+    for r in st.wait_requests(3):
+        loc = r.node.locality
+        assert (loc.region, loc.zone, loc.sub_zone) == ("eu-west1", "b", "")
+    quilkin("-m", cp.url, config=proxy_config("p-env"), env={"QUILKIN_SUB_ZONE": "rack-7"})
+    st2 = cp.wait_stream(2)
+    loc = st2.wait_requests(3)[0].node.locality
+    assert (loc.region, loc.zone, loc.sub_zone) == ("", "", "rack-7")
 
 
 # --------------------------------------------------------------------------
