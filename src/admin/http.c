@@ -194,12 +194,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                   : reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "", 0, NULL);
     }
     if (strcmp(url, "/ready") == 0 || strcmp(url, "/readyz") == 0) {
-        /* draining (extension): 503 so a load balancer stops sending new players here */
-        if (h->is_draining && h->is_draining(h->ctx))
-            return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", 8, "text/plain");
-        bool ok = h->is_ready && h->is_ready(h->ctx);
-        return ok ? reply(conn, MHD_HTTP_OK, "ok", 2, "text/plain")
-                  : reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "", 0, NULL);
+        const char *reason = "";
+        unsigned status = h->readiness ? h->readiness(h->ctx, &reason) : 500;
+        if (status == MHD_HTTP_OK)
+            return reply(conn, MHD_HTTP_OK, "ok", 2, "text/plain");
+        return reply(conn, status, reason, strlen(reason), reason[0] ? "text/plain" : NULL);
     }
     if (strcmp(url, "/metrics") == 0 && h->render_metrics)
         return render(conn, h->render_metrics, h->ctx, "text/plain; version=0.0.4",

@@ -14,9 +14,10 @@ struct strbuf;
  * RCU read side via their own registration, or data under their own lock). */
 struct admin_hooks {
     bool (*is_live)(void *ctx);
-    bool (*is_ready)(void *ctx);
-    /* NULL, or true while shutting down: /ready then answers 503 (before is_ready). */
-    bool (*is_draining)(void *ctx);
+    /* /ready's status: 200 (body "ok"); 500 not ready (spec admin.md §3); or, extension,
+     * 503 when the instance is working but should get no new traffic for a while
+     * (draining, the management server unreachable). *reason: the body for non-200. */
+    unsigned (*readiness)(void *ctx, const char **reason);
     /* Appends Prometheus text; returns 0 or a negative errno (-> 500). */
     int (*render_metrics)(void *ctx, struct strbuf *out);
     /* Appends the running config as JSON; returns 0 or a negative errno (-> 500). */

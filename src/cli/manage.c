@@ -65,10 +65,11 @@ static bool manage_live(void *ctx)
     return true;
 }
 
-static bool manage_ready(void *ctx)
+static unsigned manage_ready(void *ctx, const char **reason)
 {
     struct manage_state *m = ctx;
-    return atomic_load(&m->healthy);
+    (void)reason;
+    return atomic_load(&m->healthy) ? 200 : 500;
 }
 
 static int manage_metrics(void *ctx, struct strbuf *out)
@@ -315,7 +316,7 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
         goto out;
     }
     struct admin_hooks hooks = {.is_live = manage_live,
-                                .is_ready = manage_ready,
+                                .readiness = manage_ready,
                                 .render_metrics = manage_metrics,
                                 .render_config = manage_config,
                                 .ctx = m};

@@ -44,6 +44,10 @@
 #define DEFAULT_MAX_SESSIONS_PER_IP 4096
 /* QCMP: a client pings a few times a second; 20/s with a burst of 40 never limits it, and
  * bounds what one spoofed victim address can be sent to 660 bytes/s per worker. */
+/* xDS: a dead link is noticed within interval + timeout, 15 s, not ~15 minutes of TCP
+ * retransmissions (issue 10) */
+#define DEFAULT_XDS_KEEPALIVE_SECS 10
+#define DEFAULT_XDS_KEEPALIVE_TIMEOUT_SECS 5
 #define DEFAULT_QCMP_SOURCE_RATE 20
 #define DEFAULT_QCMP_GLOBAL_RATE 20000
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
@@ -67,6 +71,14 @@ static const char proxy_usage[] =
     "                                 [env: QUILKIN_REGION]\n"
     "      --zone <ZONE>              [env: QUILKIN_ZONE]\n"
     "      --sub-zone <SUB_ZONE>      [env: QUILKIN_SUB_ZONE]\n"
+    "      --xds-keepalive-interval-secs <SECS>\n"
+    "                                 HTTP/2 PING after this long without a byte from the\n"
+    "                                 management server; 0: off (extension)\n"
+    "                                 [env: QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS] [default: 10]\n"
+    "      --xds-keepalive-timeout-secs <SECS>\n"
+    "                                 The link is dead when a PING is unanswered this long\n"
+    "                                 (extension) [env: QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS]\n"
+    "                                 [default: 5]\n"
     "      --idle-request-interval-secs <SECS>\n"
     "                                 xDS re-request interval [default: 30]\n"
     "      --session-timeout-secs <SECS>\n"
@@ -108,6 +120,7 @@ struct proxy_opts {
     uint64_t max_sessions_per_ip;      /* 0: no limit */
     uint64_t qcmp_source_rate, qcmp_global_rate; /* replies/s; 0: no limit */
     const char *region, *zone, *sub_zone;        /* node.locality for xDS; NULL: unset */
+    uint64_t keepalive_secs, keepalive_timeout_secs; /* xDS link keepalive */
     uint64_t workers;      /* 0: one per CPU */
 };
 
@@ -132,6 +145,12 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->max_sessions_per_ip = DEFAULT_MAX_SESSIONS_PER_IP;
     o->qcmp_source_rate = DEFAULT_QCMP_SOURCE_RATE;
     o->qcmp_global_rate = DEFAULT_QCMP_GLOBAL_RATE;
+    o->keepalive_secs = DEFAULT_XDS_KEEPALIVE_SECS;
+    o->keepalive_timeout_secs = DEFAULT_XDS_KEEPALIVE_TIMEOUT_SECS;
+    if ((env = getenv("QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS")))
+        o->keepalive_secs = cli_parse_u64("QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS", env);
+    if ((env = getenv("QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS")))
+        o->keepalive_timeout_secs = cli_parse_u64("QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS", env);
     o->region = getenv("QUILKIN_REGION");
     o->zone = getenv("QUILKIN_ZONE");
     o->sub_zone = getenv("QUILKIN_SUB_ZONE");
@@ -174,6 +193,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         OPT_REGION,
         OPT_ZONE,
         OPT_SUB_ZONE,
+        OPT_KEEPALIVE,
+        OPT_KEEPALIVE_TIMEOUT,
     };
     static const struct option opts[] = {
         {"management-server", required_argument, NULL, 'm'},
@@ -192,6 +213,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         {"region", required_argument, NULL, OPT_REGION},
         {"zone", required_argument, NULL, OPT_ZONE},
         {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
+        {"xds-keepalive-interval-secs", required_argument, NULL, OPT_KEEPALIVE},
+        {"xds-keepalive-timeout-secs", required_argument, NULL, OPT_KEEPALIVE_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -255,6 +278,13 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         case OPT_SUB_ZONE:
             o->sub_zone = optarg;
             break;
+        case OPT_KEEPALIVE:
+            o->keepalive_secs = cli_parse_u64("--xds-keepalive-interval-secs <SECS>", optarg);
+            break;
+        case OPT_KEEPALIVE_TIMEOUT:
+            o->keepalive_timeout_secs =
+                cli_parse_u64("--xds-keepalive-timeout-secs <SECS>", optarg);
+            break;
         case 'h':
             fputs(proxy_usage, stdout);
             exit(0);
@@ -275,6 +305,10 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     if (o->idle_request_secs > 86400)
         cli_usage_error("invalid value for '--idle-request-interval-secs': must be 0..=86400 "
                         "(0 is taken as 1)");
+    if (o->keepalive_secs > 3600 || o->keepalive_timeout_secs < 1 ||
+        o->keepalive_timeout_secs > 3600)
+        cli_usage_error("invalid xDS keepalive: the interval must be 0..=3600 s and the "
+                        "timeout 1..=3600 s");
     if (o->unconfirmed_timeout_secs > 86400)
         cli_usage_error("invalid value for '--unconfirmed-session-timeout-secs': must be "
                         "0..=86400");
@@ -577,8 +611,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
 
     /* spec cli.md §2.1 step 1: the admin server starts first; a bind failure is fatal */
     struct admin_hooks hooks = {.is_live = is_live,
-                                .is_ready = proxy_is_ready,
-                                .is_draining = proxy_is_draining,
+                                .readiness = proxy_readiness,
                                 .render_metrics = proxy_render_metrics,
                                 .render_config = proxy_render_config,
                                 .ctx = ps};
@@ -721,6 +754,9 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                      .idle_request_secs = o->idle_request_secs
                                                               ? (unsigned)o->idle_request_secs
                                                               : 1,
+                                     .keepalive_ms = (unsigned)o->keepalive_secs * 1000,
+                                     .keepalive_timeout_ms =
+                                         (unsigned)o->keepalive_timeout_secs * 1000,
                                      .region = o->region,
                                      .zone = o->zone,
                                      .sub_zone = o->sub_zone};

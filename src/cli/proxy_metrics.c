@@ -14,20 +14,25 @@
 
 #define REASONS_CAP 64
 
-bool proxy_is_ready(void *ctx)
+unsigned proxy_readiness(void *ctx, const char **reason)
 {
     struct proxy_state *ps = ctx;
-    /* spec admin.md §3: at least one endpoint, and with xDS a healthy stream */
+    /* draining (extension): 503 so a load balancer stops sending new players here */
+    if (atomic_load(&ps->control.draining)) {
+        *reason = "draining";
+        return 503;
+    }
+    /* spec admin.md §3: with xDS a stream that delivered a response; 503 while there is
+     * none (not connected, or the link found dead by the keepalive: issue 10) */
     struct ads_client *ads = atomic_load_explicit(&ps->ads, memory_order_acquire);
-    if (ads && !ads_client_is_healthy(ads))
-        return false;
-    return atomic_load(&ps->n_endpoints) > 0;
-}
-
-bool proxy_is_draining(void *ctx)
-{
-    struct proxy_state *ps = ctx;
-    return atomic_load(&ps->control.draining);
+    if (ads && !ads_client_is_healthy(ads)) {
+        *reason = "no response from the management server";
+        return 503;
+    }
+    /* spec admin.md §3: at least one endpoint */
+    if (atomic_load(&ps->n_endpoints) == 0)
+        return 500;
+    return 200;
 }
 
 int proxy_render_config(void *ctx, struct strbuf *out)

@@ -30,8 +30,7 @@ struct proxy_state {
 };
 
 /* Admin hooks (admin thread). */
-bool proxy_is_ready(void *ctx);
-bool proxy_is_draining(void *ctx);
+unsigned proxy_readiness(void *ctx, const char **reason);
 int proxy_render_metrics(void *ctx, struct strbuf *out);
 int proxy_render_config(void *ctx, struct strbuf *out);
 

@@ -507,6 +507,7 @@ static void *client_main(void *arg)
             LOG_WARN("xds", "cannot connect to %s (attempt %u): %s", url, failures, e.msg);
             continue;
         }
+        grpc_client_set_keepalive(g, c->opts.keepalive_ms, c->opts.keepalive_timeout_ms);
         LOG_INFO("xds", "connected to management server %s", url);
         c->delivered = false;
         atomic_store(&c->connected, true);

@@ -26,6 +26,9 @@ struct ads_client_opts {
     size_t n_servers;
     unsigned idle_request_secs; /* re-request after this long without a response (>= 1) */
     unsigned max_backoff_ms;    /* cap of the retry delay before jitter (spec: 30000) */
+    /* HTTP/2 PING after keepalive_ms of silence, link dead when unanswered for
+     * keepalive_timeout_ms (0: no keepalive) */
+    unsigned keepalive_ms, keepalive_timeout_ms;
     /* node.locality (issue 10: control planes tell proxies apart); NULL: none given */
     const char *region, *zone, *sub_zone;
 };

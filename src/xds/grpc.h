@@ -33,6 +33,11 @@ struct grpc_client;
 struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char *path,
                                      int timeout_ms, int wake_fd, struct err *e);
 
+/* Keepalive (issue 10): after interval_ms without a byte from the server, send an HTTP/2
+ * PING; if it is not answered within timeout_ms the stream ends (-ETIMEDOUT) in the next
+ * grpc_client_recv. Also sets TCP_USER_TIMEOUT to interval + timeout. 0: off. */
+void grpc_client_set_keepalive(struct grpc_client *c, unsigned interval_ms, unsigned timeout_ms);
+
 /* Queues one message on the stream and flushes what the socket takes without blocking more
  * than timeout_ms. 0, or a negative errno with e set (connection or stream is gone). */
 int grpc_client_send(struct grpc_client *c, const uint8_t *msg, size_t len, int timeout_ms,

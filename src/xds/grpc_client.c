@@ -65,6 +65,12 @@ struct grpc_client {
     bool has_goaway;
     uint32_t goaway_code;
 
+    /* keepalive (issue 10): a PING after keepalive_ms without a byte from the server; no ACK
+     * within keepalive_timeout_ms ends the stream (a half-open link is noticed in seconds) */
+    unsigned keepalive_ms, keepalive_timeout_ms; /* 0: off */
+    uint64_t last_rx_ns;                         /* last time the server sent anything */
+    uint64_t ping_sent_ns;                       /* outstanding PING, or 0 */
+
     int end_rc; /* 0 while the stream is usable; the first cause of its end wins */
     char end_msg[ERR_MSG_CAP];
 
@@ -178,6 +184,10 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     case NGHTTP2_DATA:
         if (frame->hd.stream_id == c->stream_id && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
             client_end(c, -EPROTO, "stream ended without trailers");
+        break;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+            c->ping_sent_ns = 0;
         break;
     case NGHTTP2_GOAWAY:
         c->has_goaway = true;
@@ -294,6 +304,8 @@ static int client_io(struct grpc_client *c, int timeout_ms, bool use_wake)
                 client_end(c, rc, "%s", e.msg);
                 return 0;
             }
+            if (rc > 0)
+                c->last_rx_ns = clock_mono_ns();
             if (rc == 0 || c->q_bytes >= QUEUE_HIGH_WATER)
                 break;
         }
@@ -531,6 +543,47 @@ int grpc_client_send(struct grpc_client *c, const uint8_t *msg, size_t len, int 
     return 0;
 }
 
+void grpc_client_set_keepalive(struct grpc_client *c, unsigned interval_ms, unsigned timeout_ms)
+{
+    c->keepalive_ms = interval_ms;
+    c->keepalive_timeout_ms = timeout_ms;
+    c->last_rx_ns = clock_mono_ns();
+    if (interval_ms) {
+        /* the kernel gives up on data unacknowledged this long, instead of retransmitting
+         * for ~15 minutes (tcp_retries2) */
+        unsigned user_timeout = interval_ms + timeout_ms;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+    }
+}
+
+/* Sends a PING when the server has been silent for keepalive_ms and ends the stream when
+ * one goes unanswered for keepalive_timeout_ms. Returns the ms until the next keepalive
+ * event, or -1 when keepalive is off. */
+static int keepalive_step(struct grpc_client *c)
+{
+    if (!c->keepalive_ms || c->end_rc != 0)
+        return -1;
+    uint64_t now = clock_mono_ns();
+    if (c->ping_sent_ns) {
+        uint64_t waited_ms = (now - c->ping_sent_ns) / 1000000ull;
+        if (waited_ms >= c->keepalive_timeout_ms) {
+            client_end(c, -ETIMEDOUT, "no answer to an HTTP/2 PING within %u ms: the link is "
+                                      "dead", c->keepalive_timeout_ms);
+            return 0;
+        }
+        return (int)(c->keepalive_timeout_ms - waited_ms);
+    }
+    uint64_t idle_ms = (now - c->last_rx_ns) / 1000000ull;
+    if (idle_ms < c->keepalive_ms)
+        return (int)(c->keepalive_ms - idle_ms);
+    if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) != 0) {
+        client_end(c, -ENOMEM, "cannot queue an HTTP/2 PING");
+        return 0;
+    }
+    c->ping_sent_ns = now;
+    return (int)c->keepalive_timeout_ms;
+}
+
 int grpc_client_recv(struct grpc_client *c, int timeout_ms, uint8_t **msg, size_t *len,
                      struct err *e)
 {
@@ -553,7 +606,15 @@ int grpc_client_recv(struct grpc_client *c, int timeout_ms, uint8_t **msg, size_
         if (is_last)
             return 0;
         int left = grpc_frame_poll_ms(deadline);
-        is_last = left == 0;
+        bool is_final = left == 0;
+        int ka = keepalive_step(c);
+        if (c->end_rc != 0)
+            continue; /* the keepalive found the link dead */
+        if (ka >= 0 && ka < left) {
+            left = ka; /* wake for the keepalive, then go on waiting */
+            is_final = false;
+        }
+        is_last = is_final;
         if (client_io(c, left, true) == 1)
             return -EINTR;
     }

@@ -98,8 +98,8 @@ def test_subscriptions_order_and_bytes(quilkin, control_plane):
     url = TYPE_CLUSTER.encode()
     assert st.raw[0].startswith(bytes.fromhex("12")), st.raw[0].hex()
     assert st.raw[0].endswith(bytes([0x22, len(url)]) + url), st.raw[0].hex()
-    # no response yet and no endpoints: not ready
-    assert ready_status(p) == 500
+    # no response yet: not ready, 503 while the management server has not answered
+    assert ready_status(p) == 503
     time.sleep(0.3)
     assert len(st.reqs()) == 3, "unexpected extra requests before any response"
     assert len(cp.streams) == 1
@@ -127,7 +127,7 @@ def test_endpoints_added_changed_emptied(quilkin, control_plane, servers, client
     cp = control_plane(identifier=CP_ID)
     p, st = start_proxy(quilkin, cp)
     client = clients(p.port)
-    assert ready_status(p) == 500           # no endpoint yet
+    assert ready_status(p) == 503           # no response yet
 
     resp, reply = push_and_ack(cp, st, TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
     assert_ack(reply, resp)
@@ -322,7 +322,7 @@ def test_restart_keeps_forwarding_and_resyncs(quilkin, control_plane, servers, c
     for i in range(1, 4):
         cp.stop()
         t_down = time.monotonic()
-        wait_ready_status(p, 500)
+        wait_ready_status(p, 503)
         wait_metric(p, "quilkin_active_control_planes", 0, control_plane=PROXY_ID)
         # still forwarding to the learnt endpoint while the control plane is down
         assert request(client, b"outage-%d" % i) == b"outage-%d" % i
@@ -469,3 +469,128 @@ def test_xds_metrics_match_what_was_sent(quilkin, control_plane, servers):
         # nothing counted for a type that was never received
         assert m.value(name, control_plane="cp-metrics", type=TYPE_CLA) is None
     assert m.families["quilkin_active_control_planes"].type == "gauge"
+
+
+# --------------------------------------------------------------------------
+# dead links (issue 10)
+# --------------------------------------------------------------------------
+
+class Blackhole:
+    """A TCP relay in front of the control plane that can go silent: after ``freeze`` it
+    stops passing bytes either way but keeps every connection open, as a link does when a
+    NAT or a peer host vanishes (the client's kernel still sees its writes acknowledged)."""
+
+    def __init__(self, target_port):
+        import socket
+        import threading
+        self.target = ("127.0.0.1", target_port)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.frozen = threading.Event()
+        self.stop = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        self.lsock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                a, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            self.conns += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst):
+        import select
+        while not self.stop.is_set():
+            if self.frozen.is_set():
+                time.sleep(0.05)  # read nothing, send nothing: the bytes pile up
+                continue
+            r, _, _ = select.select([src], [], [], 0.05)
+            if not r:
+                continue
+            try:
+                data = src.recv(65536)
+                if not data:
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.stop.set()
+        for s in self.conns + [self.lsock]:
+            s.close()
+
+
+def test_a_dead_link_is_noticed_by_the_keepalive(quilkin, control_plane, servers):
+    """Issue 10 #4: with a silent link (no FIN, no RST) the client used to wait for TCP to
+    give up (~15 minutes) and stayed ready. The HTTP/2 PING keepalive ends the stream within
+    interval + timeout, /ready turns 503, and the client reconnects."""
+    a = servers()
+    cp = control_plane(identifier=CP_ID)
+    cp.set_state(TYPE_CLUSTER, [cluster([server_endpoint(a)])], "1")
+    bh = Blackhole(cp.port)
+    try:
+        p = quilkin("-m", f"http://127.0.0.1:{bh.port}", "--xds-keepalive-interval-secs", "1",
+                    "--xds-keepalive-timeout-secs", "1", config=proxy_config("ka-proxy"))
+        wait_ready_status(p, 200)
+        time.sleep(2.5)  # idle but alive: the PINGs are answered, it stays ready
+        assert ready_status(p) == 200
+        bh.frozen.set()
+        t0 = time.monotonic()
+        wait_ready_status(p, 503, timeout=8)
+        noticed = time.monotonic() - t0
+        p.wait_log("no answer to an HTTP/2 PING")
+        assert noticed < 8
+        bh.frozen.clear()  # the relay works again: the client reconnects through it
+        wait_ready_status(p, 200, timeout=RESYNC_TIMEOUT)
+    finally:
+        bh.close()
+
+
+def test_backoff_grows_against_a_server_that_accepts_and_fails(quilkin):
+    """Issue 10 #4: the backoff used to start over on every TCP connect, so a server that
+    accepts and then fails was hammered every 0.5-2.5 s for ever. It now starts over only
+    after a stream delivered a response: the 4th retry waits at least 4 s
+    (spec xds.md 5.1: 500 ms x 2^(n-1), plus jitter)."""
+    import socket
+    import threading
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    lsock.settimeout(0.1)
+    stamps = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set() and len(stamps) < 5:
+            try:
+                conn, _ = lsock.accept()
+            except socket.timeout:
+                continue
+            stamps.append(time.monotonic())
+            conn.close()  # TCP works, the stream never does
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        quilkin("-m", f"http://127.0.0.1:{lsock.getsockname()[1]}",
+                config=proxy_config("backoff"), wait=False)
+        wait_until(lambda: len(stamps) >= 5, 25, what="5 connection attempts")
+    finally:
+        stop.set()
+        th.join(2)
+        lsock.close()
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert gaps[3] >= 3.9, gaps  # after 4 failures: 4 s + jitter (it was <= 2.5 s)
+    assert gaps[2] >= 1.9, gaps
