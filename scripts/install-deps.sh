@@ -8,7 +8,7 @@ PKGS=(
   libyaml-dev liburcu-dev libcmocka-dev libre2-dev libsnappy-dev
   libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
-  iproute2 util-linux
+  iproute2 util-linux libssl-dev openssl
 )
 
 missing=()

@@ -49,6 +49,12 @@ static const char manage_usage[] =
     "      --region <REGION>    Locality for unlocated endpoints [env: QUILKIN_REGION]\n"
     "      --zone <ZONE>        [env: QUILKIN_ZONE]\n"
     "      --sub-zone <SUBZONE> [env: QUILKIN_SUB_ZONE]\n"
+    "      --tls-cert <FILE>    Serve xDS over TLS with this certificate (PEM) (extension)\n"
+    "                           [env: QUILKIN_TLS_CERT]\n"
+    "      --tls-key <FILE>     Its private key (PEM) [env: QUILKIN_TLS_KEY]\n"
+    "      --tls-client-ca <FILE>\n"
+    "                           Require client certificates signed by this CA (mTLS)\n"
+    "                           [env: QUILKIN_TLS_CLIENT_CA]\n"
     "  -h, --help               Print help\n";
 
 struct manage_state {
@@ -143,6 +149,7 @@ struct manage_opts {
     uint16_t port;
     const char *region, *zone, *sub_zone;
     const char *path;
+    const char *tls_cert, *tls_key, *tls_client_ca; /* NULL: cleartext */
 };
 
 /* spec xds.md §8.1 "update from file": what the file names replaces what is served, what it
@@ -229,13 +236,19 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
     o->region = getenv("QUILKIN_REGION");
     o->zone = getenv("QUILKIN_ZONE");
     o->sub_zone = getenv("QUILKIN_SUB_ZONE");
-    enum { OPT_REGION = 256, OPT_ZONE, OPT_SUB_ZONE };
+    o->tls_cert = getenv("QUILKIN_TLS_CERT");
+    o->tls_key = getenv("QUILKIN_TLS_KEY");
+    o->tls_client_ca = getenv("QUILKIN_TLS_CLIENT_CA");
+    enum { OPT_REGION = 256, OPT_ZONE, OPT_SUB_ZONE, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA };
     static const struct option opts[] = {
         {"relay", required_argument, NULL, 'r'},
         {"port", required_argument, NULL, 'p'},
         {"region", required_argument, NULL, OPT_REGION},
         {"zone", required_argument, NULL, OPT_ZONE},
         {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-client-ca", required_argument, NULL, OPT_TLS_CA},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -258,6 +271,15 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
         case OPT_SUB_ZONE:
             o->sub_zone = optarg;
             break;
+        case OPT_TLS_CERT:
+            o->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            o->tls_key = optarg;
+            break;
+        case OPT_TLS_CA:
+            o->tls_client_ca = optarg;
+            break;
         case 'h':
             fputs(manage_usage, stdout);
             exit(0);
@@ -265,6 +287,10 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
             cli_usage_error("invalid option for 'manage' (see 'quilkin manage --help')");
         }
     }
+    if (!o->tls_cert != !o->tls_key)
+        cli_usage_error("'--tls-cert <FILE>' and '--tls-key <FILE>' go together");
+    if (o->tls_client_ca && !o->tls_cert)
+        cli_usage_error("'--tls-client-ca <FILE>' needs '--tls-cert' and '--tls-key'");
     if (optind >= argc)
         cli_usage_error("'manage' requires a provider: file <PATH> (see 'quilkin manage "
                         "--help')");
@@ -310,6 +336,11 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
     }
     m->ads = ads_server_create(o.port, own->id, &e);
     config_destroy(own);
+    if (m->ads && o.tls_cert &&
+        ads_server_set_tls(m->ads, o.tls_cert, o.tls_key, o.tls_client_ca, &e) < 0) {
+        ads_server_destroy(m->ads);
+        m->ads = NULL;
+    }
     if (!m->ads) {
         LOG_ERROR("xds", "%s", e.msg);
         fprintf(stderr, "quilkin: %s\n", e.msg);
@@ -335,7 +366,8 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
     epoll_ctl(epfd, EPOLL_CTL_ADD, config_watch_fd(watch), &ev);
 
     load(m, &o);
-    LOG_INFO("xds", "xDS server listening on [::]:%u (gRPC, h2c)", ads_server_port(m->ads));
+    LOG_INFO("xds", "xDS server listening on [::]:%u (gRPC, %s)", ads_server_port(m->ads),
+             !o.tls_cert ? "h2c" : o.tls_client_ca ? "TLS, client certificates required" : "TLS");
     LOG_INFO("xds", "Quilkin is ready");
     uint64_t load_at = 0, check_at = clock_mono_ns() + WATCH_CHECK_NS;
     for (;;) {

@@ -61,7 +61,7 @@ static const char proxy_usage[] =
     "Usage: quilkin proxy [OPTIONS]\n"
     "\n"
     "Options:\n"
-    "  -m, --management-server <URL>  xDS management server http://HOST:PORT, repeatable\n"
+    "  -m, --management-server <URL>  xDS management server http[s]://HOST:PORT, repeatable\n"
     "                                 [env: QUILKIN_MANAGEMENT_SERVER]\n"
     "      --mmdb <MMDB>              MaxMind database (not supported; ignored) [env: MMDB]\n"
     "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
@@ -79,6 +79,13 @@ static const char proxy_usage[] =
     "                                 The link is dead when a PING is unanswered this long\n"
     "                                 (extension) [env: QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS]\n"
     "                                 [default: 5]\n"
+    "      --xds-tls-ca <FILE>        CA bundle (PEM) that https:// management servers are\n"
+    "                                 checked against (extension) [env: QUILKIN_XDS_TLS_CA]\n"
+    "                                 [default: the system CA store]\n"
+    "      --xds-tls-cert <FILE>      Client certificate (PEM) for mTLS (extension)\n"
+    "                                 [env: QUILKIN_XDS_TLS_CERT]\n"
+    "      --xds-tls-key <FILE>       Its private key (PEM) (extension)\n"
+    "                                 [env: QUILKIN_XDS_TLS_KEY]\n"
     "      --idle-request-interval-secs <SECS>\n"
     "                                 xDS re-request interval [default: 30]\n"
     "      --session-timeout-secs <SECS>\n"
@@ -121,6 +128,7 @@ struct proxy_opts {
     uint64_t qcmp_source_rate, qcmp_global_rate; /* replies/s; 0: no limit */
     const char *region, *zone, *sub_zone;        /* node.locality for xDS; NULL: unset */
     uint64_t keepalive_secs, keepalive_timeout_secs; /* xDS link keepalive */
+    const char *tls_ca, *tls_cert, *tls_key;         /* xDS over TLS; NULL: unset */
     uint64_t workers;      /* 0: one per CPU */
 };
 
@@ -154,6 +162,9 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->region = getenv("QUILKIN_REGION");
     o->zone = getenv("QUILKIN_ZONE");
     o->sub_zone = getenv("QUILKIN_SUB_ZONE");
+    o->tls_ca = getenv("QUILKIN_XDS_TLS_CA");
+    o->tls_cert = getenv("QUILKIN_XDS_TLS_CERT");
+    o->tls_key = getenv("QUILKIN_XDS_TLS_KEY");
     if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
         o->management_servers[o->n_management_servers++] = env;
     if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
@@ -195,6 +206,9 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         OPT_SUB_ZONE,
         OPT_KEEPALIVE,
         OPT_KEEPALIVE_TIMEOUT,
+        OPT_TLS_CA,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
     };
     static const struct option opts[] = {
         {"management-server", required_argument, NULL, 'm'},
@@ -215,6 +229,9 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
         {"xds-keepalive-interval-secs", required_argument, NULL, OPT_KEEPALIVE},
         {"xds-keepalive-timeout-secs", required_argument, NULL, OPT_KEEPALIVE_TIMEOUT},
+        {"xds-tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"xds-tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"xds-tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -285,6 +302,15 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             o->keepalive_timeout_secs =
                 cli_parse_u64("--xds-keepalive-timeout-secs <SECS>", optarg);
             break;
+        case OPT_TLS_CA:
+            o->tls_ca = optarg;
+            break;
+        case OPT_TLS_CERT:
+            o->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            o->tls_key = optarg;
+            break;
         case 'h':
             fputs(proxy_usage, stdout);
             exit(0);
@@ -309,6 +335,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         o->keepalive_timeout_secs > 3600)
         cli_usage_error("invalid xDS keepalive: the interval must be 0..=3600 s and the "
                         "timeout 1..=3600 s");
+    if (!o->tls_cert != !o->tls_key)
+        cli_usage_error("'--xds-tls-cert <FILE>' and '--xds-tls-key <FILE>' go together");
     if (o->unconfirmed_timeout_secs > 86400)
         cli_usage_error("invalid value for '--unconfirmed-session-timeout-secs': must be "
                         "0..=86400");
@@ -759,13 +787,17 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                          (unsigned)o->keepalive_timeout_secs * 1000,
                                      .region = o->region,
                                      .zone = o->zone,
-                                     .sub_zone = o->sub_zone};
+                                     .sub_zone = o->sub_zone,
+                                     .tls_ca = o->tls_ca,
+                                     .tls_cert = o->tls_cert,
+                                     .tls_key = o->tls_key};
         struct ads_client_hooks ah = {.apply = xds_apply, .ctx = ps};
         struct ads_client *ads = ads_client_start(&ao, xds_initial, &ah, &e);
         xds_initial = NULL;
         atomic_store_explicit(&ps->ads, ads, memory_order_release);
         if (!ads) {
             LOG_ERROR("xds", "%s", e.msg);
+            fprintf(stderr, "quilkin: %s\n", e.msg);
             goto out;
         }
     }

@@ -11,6 +11,7 @@
 #include "config/node.h"
 #include "xds/grpc.h"
 #include "xds/resources.h"
+#include "xds/tls.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -65,19 +66,27 @@ struct ads_client {
     struct eds_entry *eds; /* the last accepted EDS state (ADS thread only) */
     size_t n_eds;
     bool delivered; /* the current stream delivered a response (ADS thread only) */
+    SSL_CTX *tls;   /* for https:// servers; built once at start, NULL when none is https */
 };
 
 /* ---- URLs ---------------------------------------------------------------------------- */
 
-/* Splits "http://host:port[/]" into host (brackets removed) and port. */
-static int parse_url(const char *url, char *host, size_t host_cap, uint16_t *port,
+/* Splits "http[s]://host:port[/]" into host (brackets removed), port and whether the link
+ * is TLS. */
+static int parse_url(const char *url, char *host, size_t host_cap, uint16_t *port, bool *tls,
                      struct err *e)
 {
     const char *p = strstr(url, "://");
     if (!p)
         return err_set(e, "invalid management server `%s`: No scheme provided", url);
-    if ((size_t)(p - url) != 4 || strncmp(url, "http", 4) != 0)
-        return err_set(e, "invalid management server `%s`: only http:// is supported", url);
+    size_t scheme = (size_t)(p - url);
+    if (scheme == 4 && strncmp(url, "http", 4) == 0)
+        *tls = false;
+    else if (scheme == 5 && strncmp(url, "https", 5) == 0)
+        *tls = true;
+    else
+        return err_set(e, "invalid management server `%s`: only http:// and https:// are "
+                          "supported", url);
     p += 3;
     const char *host_end, *colon;
     if (*p == '[') {
@@ -91,7 +100,7 @@ static int parse_url(const char *url, char *host, size_t host_cap, uint16_t *por
         host_end = colon;
     }
     if (!colon || *colon != ':' || host_end == p)
-        return err_set(e, "invalid management server `%s`: expected http://HOST:PORT", url);
+        return err_set(e, "invalid management server `%s`: expected http[s]://HOST:PORT", url);
     size_t hlen = (size_t)(host_end - p);
     if (hlen >= host_cap)
         return err_set(e, "invalid management server `%s`: host too long", url);
@@ -116,8 +125,9 @@ int ads_client_check_urls(const char *const *servers, size_t n, struct err *e)
 {
     char host[256];
     uint16_t port;
+    bool tls;
     for (size_t i = 0; i < n; i++)
-        if (parse_url(servers[i], host, sizeof(host), &port, e) < 0)
+        if (parse_url(servers[i], host, sizeof(host), &port, &tls, e) < 0)
             return -EINVAL;
     return 0;
 }
@@ -495,13 +505,14 @@ static void *client_main(void *arg)
         next = (next + 1) % c->opts.n_servers;
         char host[256];
         uint16_t port = 0;
+        bool tls = false;
         struct err e = {{0}};
-        if (parse_url(url, host, sizeof(host), &port, &e) < 0) {
+        if (parse_url(url, host, sizeof(host), &port, &tls, &e) < 0) {
             failures++;
             continue; /* checked at start-up: cannot happen */
         }
-        struct grpc_client *g =
-            grpc_client_open(host, port, ADS_PATH, CONNECT_TIMEOUT_MS, c->wake_fd, &e);
+        struct grpc_client *g = grpc_client_open_tls(host, port, ADS_PATH, CONNECT_TIMEOUT_MS,
+                                                     c->wake_fd, tls ? c->tls : NULL, &e);
         if (!g) {
             failures++;
             LOG_WARN("xds", "cannot connect to %s (attempt %u): %s", url, failures, e.msg);
@@ -553,6 +564,37 @@ struct ads_client *ads_client_start(const struct ads_client_opts *o, struct conf
         return NULL;
     }
     c->opts = *o;
+    /* TLS: one context for every https:// server, built (files read, checked) here so that a
+     * bad CA or key is a start-up error rather than a retry loop */
+    bool any_tls = false;
+    for (size_t i = 0; i < o->n_servers; i++) {
+        char host[256];
+        uint16_t port;
+        bool tls = false;
+        if (parse_url(o->servers[i], host, sizeof(host), &port, &tls, e) < 0) {
+            free(c);
+            config_destroy(initial);
+            return NULL;
+        }
+        any_tls |= tls;
+    }
+    if (!o->tls_cert != !o->tls_key) {
+        free(c);
+        config_destroy(initial);
+        err_set(e, "a client certificate needs both --xds-tls-cert and --xds-tls-key");
+        return NULL;
+    }
+    if (any_tls) {
+        c->tls = tls_client_ctx(o->tls_ca, o->tls_cert, o->tls_key, e);
+        if (!c->tls) {
+            free(c);
+            config_destroy(initial);
+            return NULL;
+        }
+    } else if (o->tls_ca || o->tls_cert) {
+        LOG_WARN("xds", "TLS options given but no management server is https://: they are "
+                        "not used");
+    }
     if (!c->opts.max_backoff_ms)
         c->opts.max_backoff_ms = 30000;
     c->hooks = *hooks;
@@ -570,6 +612,7 @@ struct ads_client *ads_client_start(const struct ads_client_opts *o, struct conf
         node_free(c->node_metadata);
         config_destroy(initial);
         pthread_mutex_destroy(&c->lock);
+        SSL_CTX_free(c->tls);
         free(c);
         return NULL;
     }
@@ -591,6 +634,7 @@ void ads_client_stop(struct ads_client *c)
     node_free(c->node_metadata);
     free(c->node_id);
     pthread_mutex_destroy(&c->lock);
+    SSL_CTX_free(c->tls);
     free(c);
 }
 

@@ -22,7 +22,7 @@ struct ads_client_hooks {
 };
 
 struct ads_client_opts {
-    const char *const *servers; /* "http://HOST:PORT" strings, borrowed for the lifetime */
+    const char *const *servers; /* "http[s]://HOST:PORT" strings, borrowed for the lifetime */
     size_t n_servers;
     unsigned idle_request_secs; /* re-request after this long without a response (>= 1) */
     unsigned max_backoff_ms;    /* cap of the retry delay before jitter (spec: 30000) */
@@ -31,17 +31,23 @@ struct ads_client_opts {
     unsigned keepalive_ms, keepalive_timeout_ms;
     /* node.locality (issue 10: control planes tell proxies apart); NULL: none given */
     const char *region, *zone, *sub_zone;
+    /* TLS for https:// servers (issue 10): tls_ca a PEM CA bundle (NULL: the system store),
+     * tls_cert/tls_key a client certificate for mTLS (both or neither). Borrowed. */
+    const char *tls_ca, *tls_cert, *tls_key;
 };
 
 struct ads_client;
 
-/* Checks every server URL ("http://host:port"); 0, or -EINVAL with e naming the bad one
+/* Checks every server URL ("http://host:port" or "https://host:port"); 0, or -EINVAL with e naming the bad one
  * ("No scheme provided", ...). */
 int ads_client_check_urls(const char *const *servers, size_t n, struct err *e);
 
 /* Every subscription carries node {id, user_agent_name "quilkin", user_agent_version (this
  * build's version), locality (when region, zone or sub_zone is given), metadata
  * {"quilkin.dev/build": {implementation, version, commit}}}.
+ *
+ * https:// servers are reached over TLS 1.2+ with ALPN h2, their certificate checked against
+ * tls_ca (or the system CA store) and the URL's host.
  *
  * Starts the thread. initial: the configuration to merge updates into (taken: the id is
  * the xDS node id). NULL with e set on failure. */

@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "xds/grpc.h"
 #include "xds/resources.h"
+#include "xds/tls.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -51,6 +52,7 @@ struct metric_row {
 
 struct ads_server {
     struct grpc_server *grpc;
+    SSL_CTX *tls; /* owned; NULL: cleartext */
     char *id;
     struct config *cfg;
     uint64_t version[K_COUNT]; /* per type, +1 at every change (spec xds.md §7.1) */
@@ -342,6 +344,18 @@ struct ads_server *ads_server_create(uint16_t port, const char *id, struct err *
     return s;
 }
 
+int ads_server_set_tls(struct ads_server *s, const char *cert, const char *key,
+                       const char *client_ca, struct err *e)
+{
+    SSL_CTX *ctx = tls_server_ctx(cert, key, client_ca, e);
+    if (!ctx)
+        return -EINVAL;
+    SSL_CTX_free(s->tls);
+    s->tls = ctx;
+    grpc_server_set_tls(s->grpc, ctx);
+    return 0;
+}
+
 uint16_t ads_server_port(const struct ads_server *s)
 {
     return grpc_server_port(s->grpc);
@@ -376,6 +390,7 @@ void ads_server_destroy(struct ads_server *s)
         return;
     grpc_server_destroy(s->grpc); /* calls on_close for every stream */
     config_destroy(s->cfg);
+    SSL_CTX_free(s->tls);
     pthread_mutex_destroy(&s->lock);
     free(s->id);
     free(s);

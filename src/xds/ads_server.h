@@ -15,6 +15,11 @@ struct ads_server;
 /* Listens on [::]:port. id: the control-plane identifier sent in responses. NULL with e. */
 struct ads_server *ads_server_create(uint16_t port, const char *id, struct err *e);
 
+/* Serves TLS (h2 via ALPN) with cert/key (PEM files); with client_ca, clients must present
+ * a certificate signed by it (mTLS). Call before the first poll. 0, or -EINVAL with e set. */
+int ads_server_set_tls(struct ads_server *s, const char *cert, const char *key,
+                       const char *client_ca, struct err *e);
+
 uint16_t ads_server_port(const struct ads_server *s);
 
 /* Replaces the served configuration (taking ownership) and pushes it to every stream, for

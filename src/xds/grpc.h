@@ -1,6 +1,6 @@
 /* Minimal gRPC over HTTP/2 cleartext (h2c, prior knowledge) on nghttp2: length-prefixed
- * messages on bidirectional streams, grpc-status trailers. Enough for ADS, no more: no TLS,
- * no compression, no deadlines beyond the timeouts given here. Single-threaded: each client
+ * messages on bidirectional streams, grpc-status trailers, optionally over TLS (h2 via ALPN).
+ * Enough for ADS, no more: no compression, no deadlines beyond the timeouts given here. Single-threaded: each client
  * connection and the server are driven by the thread that calls them (poll inside). */
 #ifndef QK_XDS_GRPC_H
 #define QK_XDS_GRPC_H
@@ -32,6 +32,13 @@ struct grpc_client;
  * caller drains it), so another thread can interrupt a wait. NULL with e set on failure. */
 struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char *path,
                                      int timeout_ms, int wake_fd, struct err *e);
+
+/* As grpc_client_open, over TLS when tls is not NULL (ALPN h2, the server's certificate
+ * checked for host). The handshake counts against timeout_ms. */
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+struct grpc_client *grpc_client_open_tls(const char *host, uint16_t port, const char *path,
+                                         int timeout_ms, int wake_fd, struct ssl_ctx_st *tls,
+                                         struct err *e);
 
 /* Keepalive (issue 10): after interval_ms without a byte from the server, send an HTTP/2
  * PING; if it is not answered within timeout_ms the stream ends (-ETIMEDOUT) in the next
@@ -77,6 +84,10 @@ struct grpc_server_ops {
 /* Listens on [::]:port (dual-stack; 0 = ephemeral). NULL with e set. ops/ctx borrowed. */
 struct grpc_server *grpc_server_create(uint16_t port, const struct grpc_server_ops *ops,
                                        void *ctx, struct err *e);
+
+/* Serves TLS (h2 via ALPN) on every connection accepted from now on; tls is borrowed and
+ * must outlive the server. Call before the first grpc_server_poll. */
+void grpc_server_set_tls(struct grpc_server *s, struct ssl_ctx_st *tls);
 
 /* The bound port (useful with port 0). */
 uint16_t grpc_server_port(const struct grpc_server *s);

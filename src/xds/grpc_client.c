@@ -26,6 +26,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "xds/grpc_frame.h"
+#include "xds/tls.h"
 
 /* Messages received but not yet returned by grpc_client_recv. Above this, the socket is not
  * read while sending, so TCP pushes back on a server that outruns its reader. */
@@ -44,7 +45,7 @@ struct client_msg {
 
 /* Owned by the caller of grpc_client_open; grpc_client_close frees everything. */
 struct grpc_client {
-    int fd;
+    struct grpc_io io; /* the socket, and TLS over it for https:// servers */
     int wake_fd;
     nghttp2_session *h2;
     int32_t stream_id;
@@ -279,13 +280,15 @@ static int client_io(struct grpc_client *c, int timeout_ms, bool use_wake)
     bool may_read = c->q_bytes < QUEUE_HIGH_WATER;
     struct pollfd pfd[2];
     nfds_t n = 1;
-    pfd[0] = (struct pollfd){.fd = c->fd, .events = 0};
+    pfd[0] = (struct pollfd){.fd = c->io.fd, .events = 0};
     if (may_read)
         pfd[0].events |= POLLIN;
     if (grpc_frame_wants_write(c->h2, &c->wbuf))
         pfd[0].events |= POLLOUT;
     if (use_wake && c->wake_fd >= 0)
         pfd[n++] = (struct pollfd){.fd = c->wake_fd, .events = POLLIN};
+    if (grpc_io_has_pending(&c->io))
+        timeout_ms = 0; /* decrypted bytes are waiting: read them now */
     int r = poll(pfd, n, timeout_ms);
     if (r == -1) {
         if (errno == EINTR)
@@ -297,9 +300,10 @@ static int client_io(struct grpc_client *c, int timeout_ms, bool use_wake)
         return 1;
     struct err e = {{0}};
     /* POLLHUP/POLLERR are reported even when not asked for; read then, or we would spin. */
-    if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+    if ((pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) ||
+        (may_read && grpc_io_has_pending(&c->io))) {
         for (int i = 0; i < READ_ROUNDS; i++) {
-            int rc = grpc_frame_read(c->fd, c->h2, c->rbuf, sizeof(c->rbuf), &e);
+            int rc = grpc_frame_read(&c->io, c->h2, c->rbuf, sizeof(c->rbuf), &e);
             if (rc < 0) {
                 client_end(c, rc, "%s", e.msg);
                 return 0;
@@ -314,7 +318,7 @@ static int client_io(struct grpc_client *c, int timeout_ms, bool use_wake)
         client_end(c, -EBADF, "socket closed under us");
         return 0;
     }
-    int rc = grpc_frame_flush(c->fd, c->h2, &c->wbuf, &e);
+    int rc = grpc_frame_flush(&c->io, c->h2, &c->wbuf, &e);
     if (rc < 0) {
         client_end(c, rc, "%s", e.msg);
         return 0;
@@ -445,8 +449,44 @@ static nghttp2_session *client_session(struct grpc_client *c)
         (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE                 \
     }
 
+/* Runs the TLS handshake within the deadline (waking for wake_fd too). 0 or -errno, e set. */
+static int tls_connect(struct grpc_client *c, SSL_CTX *tls, const char *host, uint64_t deadline,
+                       int wake_fd, struct err *e)
+{
+    c->io.ssl = tls_client_new(tls, c->io.fd, host);
+    if (!c->io.ssl)
+        return err_set(e, "grpc %s: out of memory for TLS", c->target), -ENOMEM;
+    for (;;) {
+        bool want_write;
+        int rc = tls_handshake(c->io.ssl, &want_write, e);
+        if (rc == 1)
+            return 0;
+        if (rc < 0) {
+            err_prefix(e, "grpc %s: ", c->target);
+            return rc;
+        }
+        int left = grpc_frame_poll_ms(deadline);
+        if (left == 0)
+            return err_set(e, "grpc %s: TLS handshake timed out", c->target), -ETIMEDOUT;
+        struct pollfd pfd[2] = {{.fd = c->io.fd, .events = want_write ? POLLOUT : POLLIN},
+                                {.fd = wake_fd, .events = POLLIN}};
+        int r = poll(pfd, wake_fd >= 0 ? 2 : 1, left);
+        if (r == -1 && errno != EINTR)
+            return err_set(e, "grpc %s: poll: %s", c->target, strerror(errno)), -errno;
+        if (r > 0 && wake_fd >= 0 && (pfd[1].revents & POLLIN))
+            return err_set(e, "grpc %s: interrupted", c->target), -EINTR;
+    }
+}
+
 struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char *path,
                                      int timeout_ms, int wake_fd, struct err *e)
+{
+    return grpc_client_open_tls(host, port, path, timeout_ms, wake_fd, NULL, e);
+}
+
+struct grpc_client *grpc_client_open_tls(const char *host, uint16_t port, const char *path,
+                                         int timeout_ms, int wake_fd, SSL_CTX *tls,
+                                         struct err *e)
 {
     if (!host || !host[0] || !path || path[0] != '/' || strlen(path) >= PATH_CAP) {
         err_set(e, "grpc: bad host or path");
@@ -458,7 +498,7 @@ struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char
         err_set(e, "grpc: out of memory");
         return NULL;
     }
-    c->fd = -1;
+    c->io.fd = -1;
     c->wake_fd = wake_fd;
     c->http_status = -1;
     c->grpc_status = -1;
@@ -471,12 +511,14 @@ struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char
         err_prefix(e, "grpc %s: ", c->target);
         goto fail;
     }
-    c->fd = fd;
+    c->io.fd = fd;
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1) {
         err_set(e, "grpc %s: TCP_NODELAY: %s", c->target, strerror(errno));
         goto fail;
     }
+    if (tls && tls_connect(c, tls, host, deadline, wake_fd, e) < 0)
+        goto fail;
     c->h2 = client_session(c);
     if (!c->h2 || grpc_frame_session_start(c->h2, false, 0) != 0) {
         err_set(e, "grpc %s: out of memory for the HTTP/2 session", c->target);
@@ -484,7 +526,7 @@ struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char
     }
     const nghttp2_nv nva[] = {
         NV(":method", "POST"),
-        NV(":scheme", "http"),
+        NV(":scheme", tls ? "https" : "http"),
         NV(":path", path),
         NV(":authority", c->target),
         NV("content-type", "application/grpc"),
@@ -499,7 +541,7 @@ struct grpc_client *grpc_client_open(const char *host, uint16_t port, const char
     }
     c->stream_id = id;
     /* Preface, SETTINGS and HEADERS fit an empty socket buffer; no waiting needed. */
-    if (grpc_frame_flush(c->fd, c->h2, &c->wbuf, e) != 0) {
+    if (grpc_frame_flush(&c->io, c->h2, &c->wbuf, e) != 0) {
         err_prefix(e, "grpc %s: ", c->target);
         goto fail;
     }
@@ -552,7 +594,7 @@ void grpc_client_set_keepalive(struct grpc_client *c, unsigned interval_ms, unsi
         /* the kernel gives up on data unacknowledged this long, instead of retransmitting
          * for ~15 minutes (tcp_retries2) */
         unsigned user_timeout = interval_ms + timeout_ms;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+        setsockopt(c->io.fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
     }
 }
 
@@ -624,23 +666,27 @@ void grpc_client_close(struct grpc_client *c)
 {
     if (!c)
         return;
-    if (c->h2 && c->fd >= 0 && c->end_rc == 0) {
+    if (c->h2 && c->io.fd >= 0 && c->end_rc == 0) {
         /* Best effort, no waiting: END_STREAM, then GOAWAY, whatever the socket takes. */
         struct err e = {{0}};
         c->is_local_eof = true;
         nghttp2_session_resume_data(c->h2, c->stream_id);
-        if (grpc_frame_flush(c->fd, c->h2, &c->wbuf, &e) == 0) {
+        if (grpc_frame_flush(&c->io, c->h2, &c->wbuf, &e) == 0) {
             nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
-            grpc_frame_flush(c->fd, c->h2, &c->wbuf, &e);
+            grpc_frame_flush(&c->io, c->h2, &c->wbuf, &e);
         }
         for (int i = 0; i < DRAIN_ROUNDS; i++) {
-            ssize_t n = recv(c->fd, c->rbuf, sizeof(c->rbuf), MSG_DONTWAIT);
+            ssize_t n = recv(c->io.fd, c->rbuf, sizeof(c->rbuf), MSG_DONTWAIT);
             if (n <= 0 && !(n == -1 && errno == EINTR))
                 break;
         }
     }
-    if (c->fd >= 0)
-        close(c->fd);
+    if (c->io.ssl) {
+        SSL_shutdown(c->io.ssl); /* best effort close_notify, no waiting */
+        SSL_free(c->io.ssl);
+    }
+    if (c->io.fd >= 0)
+        close(c->io.fd);
     nghttp2_session_del(c->h2);
     while (c->q_head) {
         struct client_msg *m = c->q_head;

@@ -11,6 +11,9 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "xds/tls.h"
+
+#include <openssl/err.h>
 
 #define WBUF_FILL 65536         /* gather frames up to this much per send(2) */
 #define SHRINK_ABOVE (1u << 20) /* drop drained buffers bigger than this */
@@ -198,20 +201,105 @@ static int wbuf_append(struct grpc_frame_wbuf *w, const uint8_t *data, size_t le
     return 0;
 }
 
-int grpc_frame_flush(int fd, nghttp2_session *h2, struct grpc_frame_wbuf *w, struct err *e)
+bool grpc_io_has_pending(const struct grpc_io *io)
+{
+    return io->ssl && SSL_pending(io->ssl) > 0;
+}
+
+/* One write: bytes taken (> 0), 0 when it would block, or a negative errno with e set. */
+static ssize_t io_write(struct grpc_io *io, const uint8_t *buf, size_t len, struct err *e)
+{
+    if (io->ssl) {
+        ERR_clear_error();
+        int n = SSL_write(io->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+        if (n > 0)
+            return n;
+        int code = SSL_get_error(io->ssl, n);
+        if (code == SSL_ERROR_WANT_WRITE || code == SSL_ERROR_WANT_READ)
+            return 0;
+        char text[256];
+        err_set(e, "TLS write: %s", code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0
+                                        ? strerror(errno)
+                                        : tls_error_text(text, sizeof(text)));
+        return -EPIPE;
+    }
+    for (;;) {
+        ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        int rc = -errno;
+        err_set(e, "send: %s", strerror(errno));
+        return rc;
+    }
+}
+
+/* One read: bytes (> 0), 0 when nothing is there, or a negative errno with e set
+ * (-ECONNRESET at the peer's end of the stream). */
+static ssize_t io_read(struct grpc_io *io, uint8_t *buf, size_t cap, struct err *e)
+{
+    if (io->ssl) {
+        ERR_clear_error();
+        int n = SSL_read(io->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+        if (n > 0)
+            return n;
+        int code = SSL_get_error(io->ssl, n);
+        if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE)
+            return 0;
+        if (code == SSL_ERROR_ZERO_RETURN ||
+            (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && n == 0)) {
+            err_set(e, "connection closed by peer");
+            return -ECONNRESET;
+        }
+        if (code == SSL_ERROR_SSL &&
+            ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            /* TLS 1.3: a server that refuses the client certificate does so after the
+               client's side of the handshake is done; all the client sees is this EOF */
+            err_set(e, "TLS: the peer closed the connection without close_notify%s",
+                    SSL_is_server(io->ssl) ? ""
+                                           : " (a server that refuses our client "
+                                             "certificate does this right after the "
+                                             "handshake)");
+            return -ECONNRESET;
+        }
+        char text[256];
+        err_set(e, "TLS read: %s", code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0
+                                       ? strerror(errno)
+                                       : tls_error_text(text, sizeof(text)));
+        return -EPROTO;
+    }
+    ssize_t n;
+    do {
+        n = recv(io->fd, buf, cap, 0);
+    } while (n == -1 && errno == EINTR);
+    if (n == -1) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        int rc = -errno;
+        err_set(e, "recv: %s", strerror(errno));
+        return rc;
+    }
+    if (n == 0) {
+        err_set(e, "connection closed by peer");
+        return -ECONNRESET;
+    }
+    return n;
+}
+
+int grpc_frame_flush(struct grpc_io *io, nghttp2_session *h2, struct grpc_frame_wbuf *w,
+                     struct err *e)
 {
     for (;;) {
         while (w->off < w->len) {
-            ssize_t n = send(fd, w->buf + w->off, w->len - w->off, MSG_NOSIGNAL);
-            if (n == -1) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    return 0;
-                int rc = -errno;
-                err_set(e, "send: %s", strerror(errno));
-                return rc;
-            }
+            ssize_t n = io_write(io, w->buf + w->off, w->len - w->off, e);
+            if (n < 0)
+                return (int)n;
+            if (n == 0)
+                return 0; /* would block: the same bytes are offered again later */
             w->off += (size_t)n;
         }
         w->off = w->len = 0;
@@ -250,23 +338,12 @@ void grpc_frame_wbuf_deinit(struct grpc_frame_wbuf *w)
     memset(w, 0, sizeof(*w));
 }
 
-int grpc_frame_read(int fd, nghttp2_session *h2, uint8_t *buf, size_t cap, struct err *e)
+int grpc_frame_read(struct grpc_io *io, nghttp2_session *h2, uint8_t *buf, size_t cap,
+                    struct err *e)
 {
-    ssize_t n;
-    do {
-        n = recv(fd, buf, cap, 0);
-    } while (n == -1 && errno == EINTR);
-    if (n == -1) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return 0;
-        int rc = -errno;
-        err_set(e, "recv: %s", strerror(errno));
-        return rc;
-    }
-    if (n == 0) {
-        err_set(e, "connection closed by peer");
-        return -ECONNRESET;
-    }
+    ssize_t n = io_read(io, buf, cap, e);
+    if (n <= 0)
+        return (int)n;
     ssize_t r = nghttp2_session_mem_recv(h2, buf, (size_t)n);
     if (r < 0) {
         err_set(e, "HTTP/2 receive: %s", nghttp2_strerror((int)r));

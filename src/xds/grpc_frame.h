@@ -13,6 +13,16 @@
 #include "xds/grpc.h"
 
 struct err;
+struct ssl_st; /* OpenSSL's SSL */
+
+/* A connection's byte transport: plain TCP, or TLS over it (issue 10). */
+struct grpc_io {
+    int fd;
+    struct ssl_st *ssl; /* NULL: plain */
+};
+
+/* True when TLS holds decrypted bytes that poll(2) cannot see (read them before sleeping). */
+bool grpc_io_has_pending(const struct grpc_io *io);
 
 #define GRPC_FRAME_HDR_LEN 5                   /* flag byte + 4-byte big-endian length */
 #define GRPC_FRAME_OUT_CAP (4u * GRPC_MAX_MSG) /* unsent bytes queued per stream */
@@ -75,7 +85,8 @@ struct grpc_frame_wbuf {
  * session's callbacks) and writes those, until the socket would block or nothing is left.
  * Never blocks (fd is non-blocking). 0, or a negative errno with e set: the connection is
  * unusable. */
-int grpc_frame_flush(int fd, nghttp2_session *h2, struct grpc_frame_wbuf *w, struct err *e);
+int grpc_frame_flush(struct grpc_io *io, nghttp2_session *h2, struct grpc_frame_wbuf *w,
+                     struct err *e);
 
 /* True when there is something to write (POLLOUT is worth asking for). */
 bool grpc_frame_wants_write(nghttp2_session *h2, const struct grpc_frame_wbuf *w);
@@ -86,7 +97,8 @@ void grpc_frame_wbuf_deinit(struct grpc_frame_wbuf *w);
  * callbacks). Returns bytes processed (> 0), 0 when the socket has nothing (EAGAIN), or a
  * negative errno with e set: -ECONNRESET on EOF, -EPROTO when nghttp2 gives up on the peer
  * (bad preface, flooding, callback failure), another errno from recv. */
-int grpc_frame_read(int fd, nghttp2_session *h2, uint8_t *buf, size_t cap, struct err *e);
+int grpc_frame_read(struct grpc_io *io, nghttp2_session *h2, uint8_t *buf, size_t cap,
+                    struct err *e);
 
 /* Options shared by both sides (flood and CONTINUATION limits, no closed-stream retention).
  * Caller deletes with nghttp2_option_del. NULL on OOM. */

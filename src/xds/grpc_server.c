@@ -26,6 +26,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "xds/grpc_frame.h"
+#include "xds/tls.h"
 
 #define MAX_CONNS 1024                    /* beyond this, accept and close at once */
 #define MAX_STREAMS 100                   /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
@@ -68,7 +69,9 @@ struct grpc_stream {
 struct grpc_conn {
     struct grpc_server *srv;
     struct grpc_conn *prev, *next;
-    int fd;
+    struct grpc_io io; /* the socket, and TLS over it when the server has a certificate */
+    bool is_tls_handshaking; /* no HTTP/2 until the TLS handshake is done */
+    bool tls_wants_write;    /* the handshake waits for POLLOUT (else POLLIN) */
     nghttp2_session *h2;
     struct grpc_stream *streams;
     struct grpc_frame_wbuf wbuf;
@@ -92,6 +95,7 @@ struct grpc_server {
     int h2_depth; /* > 0 while inside nghttp2 (no mem_send from callbacks) */
     uint64_t accept_paused_until_ns;
     uint64_t rejected_conns; /* over MAX_CONNS */
+    SSL_CTX *tls;            /* borrowed; NULL: cleartext (h2c) */
     struct pollfd pfds[MAX_CONNS + 2];
     struct grpc_conn *pconns[MAX_CONNS];
     uint8_t rbuf[GRPC_FRAME_READ_LEN];
@@ -168,9 +172,11 @@ static void conn_flush(struct grpc_conn *conn)
 {
     if (conn->is_dead)
         return;
+    if (conn->is_tls_handshaking)
+        return; /* nothing goes out before the handshake is done */
     struct err e = {{0}};
     conn->srv->h2_depth++;
-    int rc = grpc_frame_flush(conn->fd, conn->h2, &conn->wbuf, &e);
+    int rc = grpc_frame_flush(&conn->io, conn->h2, &conn->wbuf, &e);
     conn->srv->h2_depth--;
     if (rc != 0) {
         LOG_DEBUG("xds", "grpc server: %s: %s", conn->peer, e.msg);
@@ -178,13 +184,32 @@ static void conn_flush(struct grpc_conn *conn)
     }
 }
 
+/* Advances a TLS handshake; when it is done, our SETTINGS go out. */
+static void conn_handshake(struct grpc_conn *conn)
+{
+    struct err e = {{0}};
+    int rc = tls_handshake(conn->io.ssl, &conn->tls_wants_write, &e);
+    if (rc < 0) {
+        LOG_DEBUG("xds", "grpc server: %s: %s", conn->peer, e.msg);
+        conn->is_dead = true;
+    } else if (rc == 1) {
+        conn->is_tls_handshaking = false;
+        conn_flush(conn);
+    }
+}
+
 static void conn_read(struct grpc_conn *conn)
 {
     struct grpc_server *srv = conn->srv;
+    if (conn->is_tls_handshaking) {
+        conn_handshake(conn);
+        if (conn->is_tls_handshaking || conn->is_dead)
+            return;
+    }
     for (int i = 0; i < READ_ROUNDS && !conn->is_dead; i++) {
         struct err e = {{0}};
         srv->h2_depth++;
-        int rc = grpc_frame_read(conn->fd, conn->h2, srv->rbuf, sizeof(srv->rbuf), &e);
+        int rc = grpc_frame_read(&conn->io, conn->h2, srv->rbuf, sizeof(srv->rbuf), &e);
         srv->h2_depth--;
         if (rc < 0) {
             LOG_DEBUG("xds", "grpc server: %s: %s", conn->peer, e.msg);
@@ -206,7 +231,12 @@ static void conn_close(struct grpc_conn *conn)
         stream_detach(s);
     }
     nghttp2_session_del(conn->h2);
-    close(conn->fd);
+    if (conn->io.ssl) {
+        if (!conn->is_tls_handshaking)
+            SSL_shutdown(conn->io.ssl); /* best effort close_notify, no waiting */
+        SSL_free(conn->io.ssl);
+    }
+    close(conn->io.fd);
     if (conn->prev)
         conn->prev->next = conn->next;
     else
@@ -533,7 +563,7 @@ static void conn_new(struct grpc_server *srv, int fd, const struct sockaddr *sa,
         return;
     }
     conn->srv = srv;
-    conn->fd = fd;
+    conn->io.fd = fd;
     conn->accepted_ns = clock_mono_ns();
     char host[INET6_ADDRSTRLEN + 8], serv[6];
     if (getnameinfo(sa, sl, host, sizeof(host), serv, sizeof(serv),
@@ -555,12 +585,22 @@ static void conn_new(struct grpc_server *srv, int fd, const struct sockaddr *sa,
         free(conn);
         return;
     }
+    if (srv->tls) {
+        conn->io.ssl = tls_server_new(srv->tls, fd);
+        if (!conn->io.ssl) {
+            nghttp2_session_del(conn->h2);
+            close(fd);
+            free(conn);
+            return;
+        }
+        conn->is_tls_handshaking = true; /* the handshake deadline is the preface's */
+    }
     conn->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = conn;
     srv->conns = conn;
     srv->n_conns++;
-    conn_flush(conn); /* our SETTINGS, without waiting for the client */
+    conn_flush(conn); /* our SETTINGS, without waiting for the client (after TLS) */
 }
 
 /* Accepts what is pending. 0, or a negative errno when the listener itself is broken. */
@@ -655,6 +695,11 @@ fail:
     return NULL;
 }
 
+void grpc_server_set_tls(struct grpc_server *s, SSL_CTX *tls)
+{
+    s->tls = tls;
+}
+
 uint16_t grpc_server_port(const struct grpc_server *s)
 {
     return s->port;
@@ -677,10 +722,13 @@ int grpc_server_poll(struct grpc_server *srv, int timeout_ms, int extra_fd)
     bool has_handshakes = false;
     for (struct grpc_conn *conn = srv->conns; conn; conn = conn->next) {
         short ev = POLLIN;
-        if (grpc_frame_wants_write(conn->h2, &conn->wbuf))
+        if (conn->is_tls_handshaking ? conn->tls_wants_write
+                                     : grpc_frame_wants_write(conn->h2, &conn->wbuf))
             ev |= POLLOUT;
+        if (grpc_io_has_pending(&conn->io))
+            timeout_ms = 0; /* decrypted bytes are waiting */
         srv->pconns[n - first_conn] = conn;
-        srv->pfds[n++] = (struct pollfd){.fd = conn->fd, .events = ev};
+        srv->pfds[n++] = (struct pollfd){.fd = conn->io.fd, .events = ev};
         has_handshakes |= !conn->has_settings;
     }
     /* Wake up in time to resume accepting and to enforce the handshake deadline. */
@@ -709,7 +757,8 @@ int grpc_server_poll(struct grpc_server *srv, int timeout_ms, int extra_fd)
         short rev = srv->pfds[i].revents;
         if (rev & POLLNVAL)
             conn->is_dead = true;
-        else if (rev & (POLLIN | POLLHUP | POLLERR))
+        else if ((rev & (POLLIN | POLLHUP | POLLERR)) || grpc_io_has_pending(&conn->io) ||
+                 (conn->is_tls_handshaking && (rev & POLLOUT)))
             conn_read(conn);
     }
     if (result >= 0 && (srv->pfds[0].revents & POLLIN)) {

@@ -533,6 +533,31 @@ def _raw_and_parsed(data):
     return bytes(data), pb().DiscoveryRequest.FromString(data)
 
 
+def server_tls_credentials(tls):
+    import grpc
+    with open(tls["key"], "rb") as f:
+        key = f.read()
+    with open(tls["cert"], "rb") as f:
+        cert = f.read()
+    ca = None
+    if tls.get("client_ca"):
+        with open(tls["client_ca"], "rb") as f:
+            ca = f.read()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
+def client_tls_credentials(ca, cert=None, key=None):
+    import grpc
+
+    def read(path):
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+
+
 class ControlPlane:
     """A gRPC ADS server on 127.0.0.1 (grpcio generic handler).
 
@@ -542,8 +567,12 @@ class ControlPlane:
     stores it as the new state, so that a reconnecting client resyncs to it).
     """
 
-    def __init__(self, identifier="py-cp", auto_reply=True, port=0, strict=True):
+    def __init__(self, identifier="py-cp", auto_reply=True, port=0, strict=True, tls=None):
+        """``tls``: None (h2c) or {"cert": path, "key": path, "client_ca": path or None}:
+        serve TLS with that certificate, requiring client certificates when client_ca is
+        given."""
         self.identifier = identifier
+        self.tls = tls
         self.auto_reply = auto_reply
         self.port = port
         self.strict = strict
@@ -556,7 +585,7 @@ class ControlPlane:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, timeout=5.0):
@@ -574,7 +603,11 @@ class ControlPlane:
             })
             server.add_generic_rpc_handlers((handler,))
             try:
-                port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+                if self.tls:
+                    port = server.add_secure_port(f"127.0.0.1:{self.port}",
+                                                  server_tls_credentials(self.tls))
+                else:
+                    port = server.add_insecure_port(f"127.0.0.1:{self.port}")
             except RuntimeError:
                 port = 0
             if port and (self.port == 0 or port == self.port):
@@ -736,10 +769,14 @@ class AdsClient:
     """One ADS stream to ``target`` ("127.0.0.1:PORT"): ``send`` requests, read responses
     with ``next_response`` (bounded), and the final status with ``wait_end``."""
 
-    def __init__(self, target, method=ADS_METHOD, request_cls=None, response_cls=None):
+    def __init__(self, target, method=ADS_METHOD, request_cls=None, response_cls=None,
+                 credentials=None, options=None):
         import grpc
         self._grpc = grpc
-        self.channel = grpc.insecure_channel(target)
+        if credentials is not None:
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
         self._q = queue.Queue()
         self._cond = threading.Condition()
         self.responses = []         # (monotonic time, response)
@@ -843,9 +880,9 @@ def ads_clients(xds_pb):
         c.close()
 
 
-def subscribe(client, type_url, node_id="py-client", resource_names=()):
+def subscribe(client, type_url, node_id="py-client", resource_names=(), timeout=3.0):
     client.send(subscription(type_url, node_id, resource_names))
-    return client.next_response()
+    return client.next_response(timeout)
 
 
 # --------------------------------------------------------------------------
