@@ -34,6 +34,9 @@ bool cli_parse_bool_env(const char *var, const char *text);
  * *sigs receives the blocked set. */
 void cli_block_signals(sigset_t *sigs);
 
+/* Raises the open-files limit to its hard maximum and returns the soft limit now in force. */
+uint64_t cli_raise_nofile(void);
+
 /* Starts the admin server unless --no-admin (spec cli.md §2.1 step 1). On a bind failure
  * logs, prints to stderr and returns -1 (the command exits 255). *out is NULL when off. */
 int cli_start_admin(const struct global_opts *g, const struct admin_hooks *hooks,

@@ -6,6 +6,7 @@
 #include "net/addr.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 
 #define DEFAULT_ADMIN_ADDRESS "[::]:8000"
@@ -39,4 +40,17 @@ int cli_start_admin(const struct global_opts *g, const struct admin_hooks *hooks
     char text[ADDR_STR_CAP];
     LOG_INFO("admin", "admin server listening on %s (HTTP)", addr_format(&listen, text));
     return 0;
+}
+
+uint64_t cli_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
 }

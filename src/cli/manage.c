@@ -15,6 +15,7 @@
 #include "config/watch.h"
 #include "net/addr.h"
 #include "xds/ads_server.h"
+#include "xds/grpc.h"
 #include "xds/resources.h"
 
 #include <errno.h>
@@ -55,6 +56,26 @@ static const char manage_usage[] =
     "      --tls-client-ca <FILE>\n"
     "                           Require client certificates signed by this CA (mTLS)\n"
     "                           [env: QUILKIN_TLS_CLIENT_CA]\n"
+    "      --max-connections <N>\n"
+    "                           Open xDS connections in all (extension)\n"
+    "                           [env: QUILKIN_XDS_MAX_CONNECTIONS] [default: 1024]\n"
+    "      --max-connections-per-peer <N>\n"
+    "                           From one IP address; 0: no limit (extension)\n"
+    "                           [env: QUILKIN_XDS_MAX_CONNECTIONS_PER_PEER] [default: 64]\n"
+    "      --first-request-timeout-secs <SECS>\n"
+    "                           A connection, and each stream, must send a request within\n"
+    "                           this; 0: off (extension)\n"
+    "                           [env: QUILKIN_XDS_FIRST_REQUEST_TIMEOUT_SECS] [default: 10]\n"
+    "      --idle-timeout-secs <SECS>\n"
+    "                           Close connections without a stream after this; 0: off\n"
+    "                           (extension) [env: QUILKIN_XDS_IDLE_TIMEOUT_SECS]\n"
+    "                           [default: 60]\n"
+    "      --xds-keepalive-interval-secs <SECS>\n"
+    "                           PING a client silent this long; 0: off (extension)\n"
+    "                           [env: QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS] [default: 30]\n"
+    "      --xds-keepalive-timeout-secs <SECS>\n"
+    "                           Close it when the PING is unanswered this long (extension)\n"
+    "                           [env: QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS] [default: 10]\n"
     "  -h, --help               Print help\n";
 
 struct manage_state {
@@ -150,6 +171,7 @@ struct manage_opts {
     const char *region, *zone, *sub_zone;
     const char *path;
     const char *tls_cert, *tls_key, *tls_client_ca; /* NULL: cleartext */
+    struct grpc_server_limits limits;               /* issue 10 */
 };
 
 /* spec xds.md §8.1 "update from file": what the file names replaces what is served, what it
@@ -239,7 +261,38 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
     o->tls_cert = getenv("QUILKIN_TLS_CERT");
     o->tls_key = getenv("QUILKIN_TLS_KEY");
     o->tls_client_ca = getenv("QUILKIN_TLS_CLIENT_CA");
-    enum { OPT_REGION = 256, OPT_ZONE, OPT_SUB_ZONE, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA };
+    grpc_server_limits_default(&o->limits);
+    uint64_t max_conns = o->limits.max_conns, per_peer = o->limits.max_conns_per_peer;
+    uint64_t first_s = o->limits.first_request_ms / 1000, idle_s = o->limits.idle_ms / 1000;
+    uint64_t ka_s = o->limits.keepalive_ms / 1000, ka_to_s = o->limits.keepalive_timeout_ms / 1000;
+    /* the six limits, in this order for the env vars, the options and their names */
+    static const char *const limit_envs[] = {
+        "QUILKIN_XDS_MAX_CONNECTIONS",         "QUILKIN_XDS_MAX_CONNECTIONS_PER_PEER",
+        "QUILKIN_XDS_FIRST_REQUEST_TIMEOUT_SECS", "QUILKIN_XDS_IDLE_TIMEOUT_SECS",
+        "QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS", "QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS",
+    };
+    uint64_t *slots[] = {&max_conns, &per_peer, &first_s, &idle_s, &ka_s, &ka_to_s};
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
+        if ((env = getenv(limit_envs[i])))
+            *slots[i] = cli_parse_u64(limit_envs[i], env);
+    enum {
+        OPT_REGION = 256,
+        OPT_ZONE,
+        OPT_SUB_ZONE,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
+        OPT_TLS_CA,
+        OPT_LIMIT_FIRST, /* OPT_LIMIT_FIRST + i sets slots[i] */
+        OPT_LIMIT_LAST = OPT_LIMIT_FIRST + 5,
+    };
+    static const char *const limit_names[] = {
+        "--max-connections <N>",
+        "--max-connections-per-peer <N>",
+        "--first-request-timeout-secs <SECS>",
+        "--idle-timeout-secs <SECS>",
+        "--xds-keepalive-interval-secs <SECS>",
+        "--xds-keepalive-timeout-secs <SECS>",
+    };
     static const struct option opts[] = {
         {"relay", required_argument, NULL, 'r'},
         {"port", required_argument, NULL, 'p'},
@@ -249,6 +302,12 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-client-ca", required_argument, NULL, OPT_TLS_CA},
+        {"max-connections", required_argument, NULL, OPT_LIMIT_FIRST},
+        {"max-connections-per-peer", required_argument, NULL, OPT_LIMIT_FIRST + 1},
+        {"first-request-timeout-secs", required_argument, NULL, OPT_LIMIT_FIRST + 2},
+        {"idle-timeout-secs", required_argument, NULL, OPT_LIMIT_FIRST + 3},
+        {"xds-keepalive-interval-secs", required_argument, NULL, OPT_LIMIT_FIRST + 4},
+        {"xds-keepalive-timeout-secs", required_argument, NULL, OPT_LIMIT_FIRST + 5},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -283,10 +342,25 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
         case 'h':
             fputs(manage_usage, stdout);
             exit(0);
+        case OPT_LIMIT_FIRST... OPT_LIMIT_LAST:
+            *slots[c - OPT_LIMIT_FIRST] = cli_parse_u64(limit_names[c - OPT_LIMIT_FIRST], optarg);
+            break;
         default:
             cli_usage_error("invalid option for 'manage' (see 'quilkin manage --help')");
         }
     }
+    if (max_conns < 1 || max_conns > 65536 || per_peer > 65536)
+        cli_usage_error("invalid connection limit: '--max-connections' must be 1..=65536 and "
+                        "'--max-connections-per-peer' 0..=65536");
+    if (first_s > 3600 || idle_s > 86400 || ka_s > 3600 || ka_to_s < 1 || ka_to_s > 3600)
+        cli_usage_error("invalid xDS timeout: first request 0..=3600 s, idle 0..=86400 s, "
+                        "keepalive interval 0..=3600 s and timeout 1..=3600 s");
+    o->limits.max_conns = (unsigned)max_conns;
+    o->limits.max_conns_per_peer = (unsigned)per_peer;
+    o->limits.first_request_ms = (unsigned)first_s * 1000;
+    o->limits.idle_ms = (unsigned)idle_s * 1000;
+    o->limits.keepalive_ms = (unsigned)ka_s * 1000;
+    o->limits.keepalive_timeout_ms = (unsigned)ka_to_s * 1000;
     if (!o->tls_cert != !o->tls_key)
         cli_usage_error("'--tls-cert <FILE>' and '--tls-key <FILE>' go together");
     if (o->tls_client_ca && !o->tls_cert)
@@ -340,6 +414,17 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
         ads_server_set_tls(m->ads, o.tls_cert, o.tls_key, o.tls_client_ca, &e) < 0) {
         ads_server_destroy(m->ads);
         m->ads = NULL;
+    }
+    if (m->ads) {
+        /* one descriptor per connection, and some for the admin server and the watch */
+        uint64_t nofile = cli_raise_nofile();
+        if (nofile < (uint64_t)o.limits.max_conns + 64) {
+            unsigned fit = nofile > 128 ? (unsigned)(nofile - 64) : 64;
+            LOG_WARN("xds", "open-files limit %llu: at most %u xDS connections instead of %u",
+                     (unsigned long long)nofile, fit, o.limits.max_conns);
+            o.limits.max_conns = fit;
+        }
+        ads_server_set_limits(m->ads, &o.limits);
     }
     if (!m->ads) {
         LOG_ERROR("xds", "%s", e.msg);

@@ -372,21 +372,6 @@ static unsigned available_cpus(void)
     return n;
 }
 
-/* Raises the open-files limit to its hard maximum (one descriptor per session) and returns
- * the soft limit now in force. */
-static uint64_t raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
-        return 1024;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
-}
-
 static unsigned long read_sysctl(const char *path)
 {
     unsigned long v = 0;
@@ -699,7 +684,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     if (snap->n_unresolved)
         LOG_WARN("config", "%u endpoint names did not resolve", snap->n_unresolved);
 
-    uint64_t nofile = raise_nofile();
+    uint64_t nofile = cli_raise_nofile();
     uint64_t max_sessions = o->max_sessions ? o->max_sessions : DEFAULT_MAX_SESSIONS;
     if (nofile > FD_RESERVE && max_sessions > nofile - FD_RESERVE) {
         if (o->max_sessions)

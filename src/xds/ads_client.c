@@ -29,6 +29,8 @@
 #define SEND_TIMEOUT_MS 5000
 #define BASE_BACKOFF_MS 500
 #define JITTER_MS 2000
+/* (control plane, type) rows: identifiers come from servers, so their number is bounded;
+ * the last KIND_COUNT rows count the ones beyond (control_plane="other") */
 #define METRIC_SLOTS 32
 
 enum xds_kind {
@@ -147,19 +149,19 @@ static void count(struct ads_client *c, const char *cp, enum xds_kind kind, enum
     for (unsigned i = 0; i < c->n_rows && !row; i++)
         if (c->rows[i].kind == kind && strcmp(c->rows[i].control_plane, cp) == 0)
             row = &c->rows[i];
-    if (!row && c->n_rows < METRIC_SLOTS) {
+    if (!row && c->n_rows < METRIC_SLOTS - KIND_COUNT) {
         row = &c->rows[c->n_rows++];
         snprintf(row->control_plane, sizeof(row->control_plane), "%s", cp);
         row->kind = kind;
     }
-    if (row) {
-        if (which == COUNT_RESPONSE)
-            row->responses++;
-        else if (which == COUNT_ACK)
-            row->acks++;
-        else
-            row->nacks++;
-    }
+    if (!row) /* issue 10: beyond the cap, counted under control_plane="other" */
+        row = &c->rows[METRIC_SLOTS - KIND_COUNT + kind];
+    if (which == COUNT_RESPONSE)
+        row->responses++;
+    else if (which == COUNT_ACK)
+        row->acks++;
+    else
+        row->nacks++;
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -180,8 +182,11 @@ void ads_client_render_metrics(struct ads_client *c, struct strbuf *out)
     pthread_mutex_lock(&c->lock);
     for (int m = 0; m < 3; m++) {
         prom_header(out, names[m], "counter", helps[m]);
-        for (unsigned i = 0; i < c->n_rows; i++) {
+        for (unsigned i = 0; i < METRIC_SLOTS; i++) {
             const struct metric_row *r = &c->rows[i];
+            bool is_other = i >= METRIC_SLOTS - KIND_COUNT;
+            if (is_other ? !(r->responses || r->acks || r->nacks) : i >= c->n_rows)
+                continue;
             uint64_t v = m == 0 ? r->responses : m == 1 ? r->acks : r->nacks;
             prom_escape(cp, sizeof(cp), r->control_plane);
             snprintf(labels, sizeof(labels), "control_plane=\"%s\",type=\"%s\"", cp,
@@ -603,6 +608,11 @@ struct ads_client *ads_client_start(const struct ads_client_opts *o, struct conf
     c->node_metadata = build_metadata();
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&c->lock, NULL);
+    for (int k = 0; k < KIND_COUNT; k++) {
+        struct metric_row *other = &c->rows[METRIC_SLOTS - KIND_COUNT + k];
+        snprintf(other->control_plane, sizeof(other->control_plane), "other");
+        other->kind = (enum xds_kind)k;
+    }
     if (!c->node_id || !c->node_metadata || c->wake_fd == -1 ||
         pthread_create(&c->thread, NULL, client_main, c)) {
         err_set(e, "cannot start the xDS client");

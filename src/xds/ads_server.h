@@ -20,6 +20,13 @@ struct ads_server *ads_server_create(uint16_t port, const char *id, struct err *
 int ads_server_set_tls(struct ads_server *s, const char *cert, const char *key,
                        const char *client_ca, struct err *e);
 
+/* Replaces the connection and memory limits (grpc.h; defaults from
+ * grpc_server_limits_default). Call before the first poll. On top of them every request is
+ * checked before it is decoded: at most 10,000 resource_names of at most 1 KiB each, else
+ * the stream ends RESOURCE_EXHAUSTED. */
+struct grpc_server_limits;
+void ads_server_set_limits(struct ads_server *s, const struct grpc_server_limits *l);
+
 uint16_t ads_server_port(const struct ads_server *s);
 
 /* Replaces the served configuration (taking ownership) and pushes it to every stream, for
@@ -30,7 +37,9 @@ void ads_server_set_config(struct ads_server *s, struct config *cfg);
  * readable, else 0, or a negative errno on a fatal listener error. */
 int ads_server_poll(struct ads_server *s, int timeout_ms, int extra_fd);
 
-/* Appends the server metrics (quilkin_discovery_requests, quilkin_xds_nacks). Any thread. */
+/* Appends the server metrics (quilkin_discovery_requests, quilkin_xds_nacks: the first 510
+ * (node, type) pairs by name, the rest under node="other"; the limits' events and send
+ * failures). Any thread. */
 void ads_server_render_metrics(struct ads_server *s, struct strbuf *out);
 
 /* Number of open ADS streams. Any thread. */

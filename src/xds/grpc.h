@@ -16,6 +16,8 @@ struct err;
 enum grpc_status {
     GRPC_OK = 0,
     GRPC_INVALID_ARGUMENT = 3,
+    GRPC_DEADLINE_EXCEEDED = 4,
+    GRPC_RESOURCE_EXHAUSTED = 8,
     GRPC_UNIMPLEMENTED = 12,
     GRPC_INTERNAL = 13,
     GRPC_UNAVAILABLE = 14,
@@ -60,6 +62,25 @@ int grpc_client_recv(struct grpc_client *c, int timeout_ms, uint8_t **msg, size_
 /* Half-closes (END_STREAM), closes the connection and frees. NULL is a no-op. */
 void grpc_client_close(struct grpc_client *c);
 
+/* ---- message bodies shared between streams ---- */
+
+/* An immutable message body with a reference count, so that one encoding can be queued on
+ * many streams without a copy each (issue 10). Not thread-safe: one thread owns it and every
+ * stream it is queued on. */
+struct grpc_shared {
+    unsigned refs;
+    size_t len;
+    uint8_t bytes[];
+};
+
+/* A body holding a copy of bytes[0..len), with one reference. NULL on OOM. */
+struct grpc_shared *grpc_shared_new(const uint8_t *bytes, size_t len);
+
+struct grpc_shared *grpc_shared_ref(struct grpc_shared *b);
+
+/* Drops one reference; frees at zero. NULL is a no-op. */
+void grpc_shared_unref(struct grpc_shared *b);
+
 /* ---- server: many connections, many streams, one thread ---- */
 
 struct grpc_server;
@@ -81,13 +102,48 @@ struct grpc_server_ops {
     void (*on_close)(void *ctx, void *stream_state);
 };
 
-/* Listens on [::]:port (dual-stack; 0 = ephemeral). NULL with e set. ops/ctx borrowed. */
+/* What one client may make the server hold, and for how long (issue 10). Every field 0
+ * means "no limit / off" except where noted. */
+struct grpc_server_limits {
+    size_t max_request;          /* largest request message, <= GRPC_MAX_MSG (4 MiB) */
+    size_t conn_buffer;          /* request bytes buffered per connection (8 MiB) */
+    size_t total_buffer;         /* request bytes buffered in all (64 MiB) */
+    unsigned max_queued;         /* responses queued on a stream, not yet taken by the
+                                    client: beyond this it is a slow reader (8) */
+    unsigned max_conns;          /* open connections in all (1024, at least 1) */
+    unsigned max_conns_per_peer; /* open connections from one IP address (64) */
+    unsigned first_request_ms;   /* accept -> first whole request on the connection, and
+                                    stream open -> its first request (10 s) */
+    unsigned idle_ms;            /* a connection without an open stream this long (60 s) */
+    unsigned keepalive_ms;       /* PING a client silent this long (30 s) ... */
+    unsigned keepalive_timeout_ms; /* ... and close it if the PING stays unanswered (10 s) */
+};
+
+/* The defaults above. */
+void grpc_server_limits_default(struct grpc_server_limits *l);
+
+/* Counters of what the limits refused or ended (monotonic) and two gauges. Any thread. */
+struct grpc_server_stats {
+    uint64_t refused_max_conns, refused_per_peer;          /* connections closed at accept */
+    uint64_t first_request_timeouts, idle_timeouts, keepalive_timeouts; /* closed later */
+    uint64_t buffer_exhausted; /* streams ended RESOURCE_EXHAUSTED for request bytes */
+    uint64_t conns;            /* open now */
+    uint64_t buffered;         /* request bytes buffered now */
+};
+
+/* Listens on [::]:port (dual-stack; 0 = ephemeral) with the default limits. NULL with e set.
+ * ops/ctx borrowed. */
 struct grpc_server *grpc_server_create(uint16_t port, const struct grpc_server_ops *ops,
                                        void *ctx, struct err *e);
 
 /* Serves TLS (h2 via ALPN) on every connection accepted from now on; tls is borrowed and
  * must outlive the server. Call before the first grpc_server_poll. */
 void grpc_server_set_tls(struct grpc_server *s, struct ssl_ctx_st *tls);
+
+/* Replaces the limits (call before the first grpc_server_poll). */
+void grpc_server_set_limits(struct grpc_server *s, const struct grpc_server_limits *l);
+
+void grpc_server_get_stats(const struct grpc_server *s, struct grpc_server_stats *out);
 
 /* The bound port (useful with port 0). */
 uint16_t grpc_server_port(const struct grpc_server *s);
@@ -98,8 +154,20 @@ uint16_t grpc_server_port(const struct grpc_server *s);
 int grpc_server_poll(struct grpc_server *s, int timeout_ms, int extra_fd);
 
 /* Sends one message on s (buffered; written by the next grpc_server_poll or at once when
- * the socket takes it). 0 or a negative errno (stream closed). */
+ * the socket takes it). 0, -EPIPE (stream closed), -EMSGSIZE (over GRPC_MAX_MSG),
+ * -ENOBUFS (max_queued messages are still waiting for the client: a slow reader) or
+ * -ENOMEM. On failure nothing is queued and the stream is left as it was. */
 int grpc_stream_send(struct grpc_stream *s, const uint8_t *msg, size_t len);
+
+/* As grpc_stream_send with body (a reference is taken) followed by tail[0..tail_len)
+ * (copied, at most 64 bytes) as one message. */
+int grpc_stream_send_shared(struct grpc_stream *s, struct grpc_shared *body,
+                            const uint8_t *tail, size_t tail_len);
+
+/* Ends the stream at once: queued messages not started are dropped (a partly sent one is
+ * completed, so the client never sees half a message), then trailers status/message.
+ * on_close follows. */
+void grpc_stream_abort(struct grpc_stream *s, enum grpc_status status, const char *message);
 
 /* Ends the stream with trailers grpc-status/grpc-message. on_close follows. */
 void grpc_stream_finish(struct grpc_stream *s, enum grpc_status status, const char *message);

@@ -32,69 +32,156 @@ static uint32_t get_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* ---- shared bodies ---- */
+
+struct grpc_shared *grpc_shared_new(const uint8_t *bytes, size_t len)
+{
+    struct grpc_shared *b = malloc(sizeof(*b) + (len ? len : 1));
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    b->len = len;
+    if (len)
+        memcpy(b->bytes, bytes, len);
+    return b;
+}
+
+struct grpc_shared *grpc_shared_ref(struct grpc_shared *b)
+{
+    b->refs++;
+    return b;
+}
+
+void grpc_shared_unref(struct grpc_shared *b)
+{
+    if (b && --b->refs == 0)
+        free(b);
+}
+
 /* ---- outgoing queue ---- */
+
+static size_t msg_total(const struct grpc_frame_msg *m)
+{
+    return GRPC_FRAME_HDR_LEN + m->body->len + m->tail_len;
+}
+
+int grpc_frame_outq_push_shared(struct grpc_frame_outq *q, struct grpc_shared *body,
+                                const uint8_t *tail, size_t tail_len)
+{
+    if (tail_len > GRPC_FRAME_TAIL_CAP)
+        return -EINVAL;
+    size_t len = body->len + tail_len;
+    if (len > GRPC_MAX_MSG)
+        return -EMSGSIZE;
+    if (q->pending + GRPC_FRAME_HDR_LEN + len > GRPC_FRAME_OUT_CAP)
+        return -ENOBUFS;
+    if (q->n == q->cap) { /* grow the ring, unwrapping it */
+        size_t cap = q->cap ? q->cap * 2 : 4;
+        struct grpc_frame_msg *ring = malloc(cap * sizeof(*ring));
+        if (!ring)
+            return -ENOMEM;
+        for (size_t i = 0; i < q->n; i++)
+            ring[i] = q->ring[(q->first + i) % q->cap];
+        free(q->ring);
+        q->ring = ring;
+        q->cap = cap;
+        q->first = 0;
+    }
+    struct grpc_frame_msg *m = &q->ring[(q->first + q->n) % q->cap];
+    m->body = grpc_shared_ref(body);
+    m->head[0] = 0; /* not compressed */
+    put_be32(m->head + 1, (uint32_t)len);
+    if (tail_len)
+        memcpy(m->tail, tail, tail_len);
+    m->tail_len = tail_len;
+    m->off = 0;
+    q->n++;
+    q->pending += GRPC_FRAME_HDR_LEN + len;
+    return 0;
+}
 
 int grpc_frame_outq_push(struct grpc_frame_outq *q, const uint8_t *msg, size_t len)
 {
     if (len > GRPC_MAX_MSG)
         return -EMSGSIZE;
-    size_t pending = q->len - q->off;
-    size_t need = pending + GRPC_FRAME_HDR_LEN + len;
-    if (need > GRPC_FRAME_OUT_CAP)
+    if (q->pending + GRPC_FRAME_HDR_LEN + len > GRPC_FRAME_OUT_CAP)
         return -ENOBUFS;
-    if (q->len + GRPC_FRAME_HDR_LEN + len > q->cap) {
-        if (q->off > 0) { /* compact first: the drained head is dead space */
-            memmove(q->buf, q->buf + q->off, pending);
-            q->off = 0;
-            q->len = pending;
-        }
-        if (need > q->cap) {
-            size_t cap = q->cap ? q->cap : 4096;
-            while (cap < need)
-                cap *= 2;
-            uint8_t *nb = realloc(q->buf, cap);
-            if (!nb)
-                return -ENOMEM;
-            q->buf = nb;
-            q->cap = cap;
-        }
-    }
-    uint8_t *p = q->buf + q->len;
-    p[0] = 0; /* not compressed */
-    put_be32(p + 1, (uint32_t)len);
-    if (len)
-        memcpy(p + GRPC_FRAME_HDR_LEN, msg, len);
-    q->len += GRPC_FRAME_HDR_LEN + len;
-    return 0;
+    struct grpc_shared *b = grpc_shared_new(msg, len);
+    if (!b)
+        return -ENOMEM;
+    int rc = grpc_frame_outq_push_shared(q, b, NULL, 0);
+    grpc_shared_unref(b);
+    return rc;
 }
 
 size_t grpc_frame_outq_pending(const struct grpc_frame_outq *q)
 {
-    return q->len - q->off;
+    return q->pending;
+}
+
+size_t grpc_frame_outq_count(const struct grpc_frame_outq *q)
+{
+    return q->n;
+}
+
+/* Copies bytes [from, from+n) of a piece starting at piece_at in the message into dst;
+ * returns how many it copied. */
+static size_t copy_piece(uint8_t *dst, size_t from, size_t n, const uint8_t *piece,
+                         size_t piece_at, size_t piece_len)
+{
+    if (from >= piece_at + piece_len || from + n <= piece_at)
+        return 0;
+    size_t lo = from > piece_at ? from - piece_at : 0;
+    size_t hi = from + n - piece_at < piece_len ? from + n - piece_at : piece_len;
+    memcpy(dst + (piece_at + lo - from), piece + lo, hi - lo);
+    return hi - lo;
 }
 
 size_t grpc_frame_outq_take(struct grpc_frame_outq *q, uint8_t *dst, size_t cap)
 {
-    size_t n = q->len - q->off;
-    if (n > cap)
-        n = cap;
-    if (n)
-        memcpy(dst, q->buf + q->off, n);
-    q->off += n;
-    if (q->off == q->len) {
-        q->off = q->len = 0;
-        if (q->cap > SHRINK_ABOVE) { /* one big message must not pin its buffer forever */
-            free(q->buf);
-            q->buf = NULL;
-            q->cap = 0;
+    size_t done = 0;
+    while (q->n && done < cap) {
+        struct grpc_frame_msg *m = &q->ring[q->first];
+        size_t total = msg_total(m), blen = m->body->len;
+        size_t n = total - m->off < cap - done ? total - m->off : cap - done;
+        copy_piece(dst + done, m->off, n, m->head, 0, GRPC_FRAME_HDR_LEN);
+        copy_piece(dst + done, m->off, n, m->body->bytes, GRPC_FRAME_HDR_LEN, blen);
+        copy_piece(dst + done, m->off, n, m->tail, GRPC_FRAME_HDR_LEN + blen, m->tail_len);
+        m->off += n;
+        done += n;
+        q->pending -= n;
+        if (m->off == total) {
+            grpc_shared_unref(m->body);
+            q->first = (q->first + 1) % q->cap;
+            q->n--;
         }
     }
-    return n;
+    if (!q->n && q->cap > 64) { /* a burst must not pin a big ring forever */
+        free(q->ring);
+        q->ring = NULL;
+        q->cap = q->first = 0;
+    }
+    return done;
+}
+
+size_t grpc_frame_outq_drop_unsent(struct grpc_frame_outq *q)
+{
+    size_t keep = q->n && q->ring[q->first].off > 0 ? 1 : 0, dropped = 0;
+    while (q->n > keep) {
+        struct grpc_frame_msg *m = &q->ring[(q->first + q->n - 1) % q->cap];
+        q->pending -= msg_total(m) - m->off;
+        grpc_shared_unref(m->body);
+        q->n--;
+        dropped++;
+    }
+    return dropped;
 }
 
 void grpc_frame_outq_deinit(struct grpc_frame_outq *q)
 {
-    free(q->buf);
+    for (size_t i = 0; i < q->n; i++)
+        grpc_shared_unref(q->ring[(q->first + i) % q->cap].body);
+    free(q->ring);
     memset(q, 0, sizeof(*q));
 }
 
@@ -122,13 +209,19 @@ int grpc_frame_reasm_feed(struct grpc_frame_reasm *r, const uint8_t *data, size_
                 return -EPROTO;
             }
             uint32_t mlen = get_be32(r->hdr + 1);
-            if (mlen > GRPC_MAX_MSG) {
-                err_set(e, "message of %u bytes exceeds the %u-byte limit", mlen, GRPC_MAX_MSG);
+            size_t max = r->max_msg && r->max_msg < GRPC_MAX_MSG ? r->max_msg : GRPC_MAX_MSG;
+            if (mlen > max) {
+                err_set(e, "message of %u bytes exceeds the %zu-byte limit", mlen, max);
                 return -EMSGSIZE;
             }
             r->msg_len = mlen;
             r->have = 0;
             r->cap = mlen < REASM_FIRST_CAP ? (mlen ? mlen : 1) : REASM_FIRST_CAP;
+            if (r->room && r->cap > r->room) {
+                r->cap = 0;
+                err_set(e, "no room to buffer a %u-byte message", mlen);
+                return -ENOBUFS;
+            }
             r->msg = malloc(r->cap);
             if (!r->msg) {
                 r->cap = 0;
@@ -145,6 +238,13 @@ int grpc_frame_reasm_feed(struct grpc_frame_reasm *r, const uint8_t *data, size_
                 cap *= 2;
             if (cap > r->msg_len)
                 cap = r->msg_len;
+            if (r->room && cap > r->room) {
+                if (r->have + n > r->room) {
+                    err_set(e, "no room to buffer the rest of a %zu-byte message", r->msg_len);
+                    return -ENOBUFS;
+                }
+                cap = r->room;
+            }
             uint8_t *nb = realloc(r->msg, cap);
             if (!nb) {
                 err_set(e, "out of memory for a %zu-byte message", r->msg_len);

@@ -32,22 +32,48 @@ bool grpc_io_has_pending(const struct grpc_io *io);
 #define GRPC_FRAME_MAX_HEADER_BYTES 16384      /* per header block, RFC 7541 sizing */
 #define GRPC_FRAME_TEXT_CAP 256                /* grpc-message kept or sent, decoded */
 
-/* Framed messages waiting to become DATA frames on one stream. Embedded in its stream;
- * zero-initialised; grpc_frame_outq_deinit frees the buffer. */
-struct grpc_frame_outq {
-    uint8_t *buf;
-    size_t off, len, cap; /* pending bytes are buf[off..len) */
+/* Framed messages waiting to become DATA frames on one stream: a ring of messages, each a
+ * 5-byte prefix, a body shared by reference (struct grpc_shared, grpc.h) and an optional
+ * short per-stream tail (the server appends a fresh nonce field to a response encoded once
+ * for every stream, issue 10). Embedded in its stream; zero-initialised;
+ * grpc_frame_outq_deinit releases everything. */
+#define GRPC_FRAME_TAIL_CAP 64
+
+struct grpc_frame_msg {
+    struct grpc_shared *body; /* one reference held */
+    uint8_t head[GRPC_FRAME_HDR_LEN];
+    uint8_t tail[GRPC_FRAME_TAIL_CAP];
+    size_t tail_len;
+    size_t off; /* bytes of head + body + tail already taken */
 };
 
-/* Appends the 5-byte prefix and msg (borrowed, copied). 0, -EMSGSIZE (len > GRPC_MAX_MSG),
- * -ENOBUFS (more than GRPC_FRAME_OUT_CAP would be pending) or -ENOMEM. */
+struct grpc_frame_outq {
+    struct grpc_frame_msg *ring;
+    size_t first, n, cap; /* messages ring[first .. first+n) modulo cap */
+    size_t pending;       /* bytes not yet taken */
+};
+
+/* Queues a copy of msg. 0, -EMSGSIZE (len > GRPC_MAX_MSG), -ENOBUFS (more than
+ * GRPC_FRAME_OUT_CAP would be pending) or -ENOMEM. */
 int grpc_frame_outq_push(struct grpc_frame_outq *q, const uint8_t *msg, size_t len);
+
+/* Queues body (a reference is taken) followed by tail[0..tail_len) (copied; at most
+ * GRPC_FRAME_TAIL_CAP) as one message. Same results as grpc_frame_outq_push. */
+int grpc_frame_outq_push_shared(struct grpc_frame_outq *q, struct grpc_shared *body,
+                                const uint8_t *tail, size_t tail_len);
 
 /* Bytes not yet taken. */
 size_t grpc_frame_outq_pending(const struct grpc_frame_outq *q);
 
+/* Messages not yet wholly taken (a partly sent one counts). */
+size_t grpc_frame_outq_count(const struct grpc_frame_outq *q);
+
 /* Moves up to cap pending bytes into dst (a DATA frame payload); returns how many. */
 size_t grpc_frame_outq_take(struct grpc_frame_outq *q, uint8_t *dst, size_t cap);
+
+/* Drops every message of which nothing was taken yet (a partly sent one stays, so the peer
+ * never sees a truncated message). Returns how many were dropped. */
+size_t grpc_frame_outq_drop_unsent(struct grpc_frame_outq *q);
 
 void grpc_frame_outq_deinit(struct grpc_frame_outq *q);
 
@@ -58,6 +84,9 @@ struct grpc_frame_reasm {
     size_t hdr_len; /* prefix bytes seen for the current message */
     uint8_t *msg;   /* malloc'd, NULL between messages */
     size_t msg_len, have, cap;
+    /* Set by the owner before a feed (0: no limit): the largest message accepted (else
+     * GRPC_MAX_MSG), and the most bytes the buffer may hold (a server's memory budget). */
+    size_t max_msg, room;
 };
 
 /* Receives one whole message; takes ownership of msg (malloc'd, never NULL, even for len 0).
@@ -65,7 +94,8 @@ struct grpc_frame_reasm {
 typedef int (*grpc_frame_msg_fn)(void *arg, uint8_t *msg, size_t len);
 
 /* Feeds one chunk; calls fn for every message it completes, in order. 0, or -EMSGSIZE
- * (declared length > GRPC_MAX_MSG), -EPROTO (compressed flag: we negotiate no encoding),
+ * (declared length > max_msg or GRPC_MAX_MSG), -ENOBUFS (the message would need more than
+ * room bytes), -EPROTO (compressed flag: we negotiate no encoding),
  * -ENOMEM, or fn's non-zero result; e says which. After an error, stop feeding. */
 int grpc_frame_reasm_feed(struct grpc_frame_reasm *r, const uint8_t *data, size_t len,
                           grpc_frame_msg_fn fn, void *arg, struct err *e);

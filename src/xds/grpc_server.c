@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -28,14 +29,14 @@
 #include "xds/grpc_frame.h"
 #include "xds/tls.h"
 
-#define MAX_CONNS 1024                    /* beyond this, accept and close at once */
 #define MAX_STREAMS 100                   /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
 #define PATH_CAP 512                      /* longer :path values are answered UNIMPLEMENTED */
 #define ACCEPT_BURST 64                   /* accepts per poll round */
 #define READ_ROUNDS 4                     /* recv calls per connection per poll round */
-#define HANDSHAKE_NS (10 * NS_PER_SEC)    /* preface + SETTINGS must arrive within this */
 #define ACCEPT_PAUSE_NS (100 * NS_PER_MS) /* after EMFILE and friends */
+#define TIMER_NS (250 * NS_PER_MS)        /* timeouts are checked this often */
 #define LISTEN_BACKLOG 128
+#define LOG_EVERY 1000 /* limit events are logged the first time and every LOG_EVERY-th */
 
 struct grpc_conn;
 
@@ -48,6 +49,8 @@ struct grpc_stream {
     struct grpc_stream *prev, *next; /* conn->streams */
     struct grpc_stream *next_closed; /* srv->closed queue */
     int32_t id;
+    uint64_t opened_ns; /* for the first-request timeout */
+    bool has_message;   /* a whole request arrived */
     void *state; /* on_open's result */
     char *path;  /* malloc'd :path, NULL if absent or too long */
     size_t hdr_bytes;
@@ -76,8 +79,15 @@ struct grpc_conn {
     struct grpc_stream *streams;
     struct grpc_frame_wbuf wbuf;
     uint64_t accepted_ns;
+    uint64_t last_read_ns;  /* keepalive: the last time the client sent anything */
+    uint64_t ping_sent_ns;  /* 0: no keepalive PING outstanding */
+    uint64_t idle_since_ns; /* 0: has streams (or not checked yet) */
+    size_t in_bytes;        /* request bytes buffered on its streams */
+    unsigned waiting;       /* accepted streams without a whole request yet */
     bool has_settings; /* the client's preface and SETTINGS arrived */
+    bool has_request;  /* a whole request arrived on some stream */
     bool is_dead;      /* closed by the next reap */
+    uint8_t peer_ip[16]; /* IPv4 as v4-mapped IPv6: the per-peer limit's key */
     char peer[INET6_ADDRSTRLEN + 24];
 };
 
@@ -94,12 +104,34 @@ struct grpc_server {
     struct grpc_stream *closed_head, *closed_tail; /* on_close still to be called */
     int h2_depth; /* > 0 while inside nghttp2 (no mem_send from callbacks) */
     uint64_t accept_paused_until_ns;
-    uint64_t rejected_conns; /* over MAX_CONNS */
-    SSL_CTX *tls;            /* borrowed; NULL: cleartext (h2c) */
-    struct pollfd pfds[MAX_CONNS + 2];
-    struct grpc_conn *pconns[MAX_CONNS];
+    uint64_t next_timer_ns;
+    SSL_CTX *tls; /* borrowed; NULL: cleartext (h2c) */
+    struct grpc_server_limits lim;
+    size_t in_bytes; /* request bytes buffered on all connections */
+    /* counters for grpc_server_get_stats (written here, read by any thread) */
+    _Atomic uint64_t st_max_conns, st_per_peer, st_first_request, st_idle, st_keepalive,
+        st_buffer, st_conns, st_buffered;
+    struct pollfd *pfds;        /* lim.max_conns + 2 */
+    struct grpc_conn **pconns;  /* lim.max_conns */
     uint8_t rbuf[GRPC_FRAME_READ_LEN];
 };
+
+/* Logs a limit event the first time and then every LOG_EVERY-th, with the running count. */
+static void log_limit(uint64_t count, const char *what, const char *peer)
+{
+    if (count % LOG_EVERY == 1)
+        LOG_WARN("xds", "grpc server: %s (%s; %llu so far)", what, peer,
+                 (unsigned long long)count);
+}
+
+/* The request bytes a stream's reassembly holds changed by delta (may be negative). */
+static void account_in(struct grpc_conn *conn, ptrdiff_t delta)
+{
+    struct grpc_server *srv = conn->srv;
+    conn->in_bytes = (size_t)((ptrdiff_t)conn->in_bytes + delta);
+    srv->in_bytes = (size_t)((ptrdiff_t)srv->in_bytes + delta);
+    atomic_store_explicit(&srv->st_buffered, srv->in_bytes, memory_order_relaxed);
+}
 
 /* ---- stream lifetime ---- */
 
@@ -133,6 +165,10 @@ static void stream_detach(struct grpc_stream *s)
 {
     struct grpc_conn *conn = s->conn;
     if (conn) {
+        account_in(conn, -(ptrdiff_t)s->in.cap); /* no more DATA will come for it */
+        grpc_frame_reasm_deinit(&s->in);
+        if (s->is_accepted && !s->has_message && conn->waiting)
+            conn->waiting--;
         if (s->prev)
             s->prev->next = s->next;
         else
@@ -217,6 +253,7 @@ static void conn_read(struct grpc_conn *conn)
         }
         if (rc <= 0)
             break;
+        conn->last_read_ns = clock_mono_ns();
     }
 }
 
@@ -244,22 +281,104 @@ static void conn_close(struct grpc_conn *conn)
     if (conn->next)
         conn->next->prev = conn->prev;
     srv->n_conns--;
+    atomic_store_explicit(&srv->st_conns, srv->n_conns, memory_order_relaxed);
     grpc_frame_wbuf_deinit(&conn->wbuf);
     free(conn);
 }
 
-/* Closes dead, finished and stalled-handshake connections, then runs pending on_close. */
+/* Ends a connection politely (GOAWAY, flushed as far as the socket takes it); the next
+ * reap closes it. */
+static void conn_goaway(struct grpc_conn *conn)
+{
+    if (!conn->is_dead && nghttp2_session_terminate_session(conn->h2, NGHTTP2_NO_ERROR) == 0)
+        conn_flush(conn);
+    conn->is_dead = true;
+}
+
+static void set_finish(struct grpc_stream *s, enum grpc_status status, const char *message);
+
+/* Streams of conn that opened but sent no whole request within the limit end with
+ * DEADLINE_EXCEEDED. Returns how many. */
+static unsigned expire_streams(struct grpc_conn *conn, uint64_t now)
+{
+    unsigned n = 0;
+    struct grpc_server *srv = conn->srv;
+    uint64_t limit = (uint64_t)srv->lim.first_request_ms * NS_PER_MS;
+    for (struct grpc_stream *s = conn->streams; s; s = s->next) {
+        if (!s->is_accepted || s->has_message || s->is_finishing || s->is_close_queued ||
+            now - s->opened_ns <= limit)
+            continue;
+        log_limit(atomic_fetch_add(&srv->st_first_request, 1) + 1,
+                  "a stream sent no request in time", conn->peer);
+        set_finish(s, GRPC_DEADLINE_EXCEEDED, "no request within the first-request timeout");
+        n++;
+    }
+    conn_flush(conn); /* after the walk: sending may unlink streams */
+    return n;
+}
+
+/* The limits in time (issue 10): a connection must send a whole request within
+ * first_request_ms of its accept (TLS, preface and all), and each stream within
+ * first_request_ms of its opening; a connection without streams for idle_ms goes; a client
+ * silent for keepalive_ms is PINGed and closed when it stays silent keepalive_timeout_ms. */
+static void check_timers(struct grpc_server *srv, uint64_t now)
+{
+    const struct grpc_server_limits *l = &srv->lim;
+    for (struct grpc_conn *conn = srv->conns; conn; conn = conn->next) {
+        if (conn->is_dead)
+            continue;
+        /* streams first: their client then learns why (trailers before a GOAWAY) */
+        unsigned expired = l->first_request_ms && conn->waiting ? expire_streams(conn, now) : 0;
+        if (l->first_request_ms && !conn->has_request &&
+            now - conn->accepted_ns > (uint64_t)l->first_request_ms * NS_PER_MS) {
+            if (!expired)
+                log_limit(atomic_fetch_add(&srv->st_first_request, 1) + 1,
+                          "a connection sent no request in time; closed", conn->peer);
+            conn_goaway(conn);
+            continue;
+        }
+        if (conn->streams)
+            conn->idle_since_ns = 0;
+        else if (!conn->idle_since_ns)
+            conn->idle_since_ns = now;
+        else if (l->idle_ms && now - conn->idle_since_ns > (uint64_t)l->idle_ms * NS_PER_MS) {
+            atomic_fetch_add(&srv->st_idle, 1);
+            LOG_DEBUG("xds", "grpc server: %s: idle without a stream; closed", conn->peer);
+            conn_goaway(conn);
+            continue;
+        }
+        if (!l->keepalive_ms || conn->is_tls_handshaking)
+            continue;
+        if (conn->ping_sent_ns && conn->last_read_ns >= conn->ping_sent_ns)
+            conn->ping_sent_ns = 0; /* it spoke since: alive */
+        if (conn->ping_sent_ns) {
+            if (now - conn->ping_sent_ns > (uint64_t)l->keepalive_timeout_ms * NS_PER_MS) {
+                log_limit(atomic_fetch_add(&srv->st_keepalive, 1) + 1,
+                          "a client did not answer the keepalive PING; closed", conn->peer);
+                conn->is_dead = true; /* the link is gone: no GOAWAY to wait for */
+            }
+        } else if (now - conn->last_read_ns > (uint64_t)l->keepalive_ms * NS_PER_MS) {
+            if (nghttp2_submit_ping(conn->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
+                conn->ping_sent_ns = now;
+                conn_flush(conn);
+            }
+        }
+    }
+}
+
+/* Closes dead and finished connections, then runs pending on_close. */
 static void reap(struct grpc_server *srv, uint64_t now)
 {
+    if (now >= srv->next_timer_ns) {
+        srv->next_timer_ns = now + TIMER_NS;
+        check_timers(srv, now);
+    }
     struct grpc_conn *next;
     for (struct grpc_conn *conn = srv->conns; conn; conn = next) {
         next = conn->next;
         bool is_idle_done =
             !nghttp2_session_want_read(conn->h2) && !grpc_frame_wants_write(conn->h2, &conn->wbuf);
-        bool is_stalled = !conn->has_settings && now - conn->accepted_ns > HANDSHAKE_NS;
-        if (is_stalled)
-            LOG_DEBUG("xds", "grpc server: %s: no HTTP/2 preface in time", conn->peer);
-        if (conn->is_dead || is_idle_done || is_stalled)
+        if (conn->is_dead || is_idle_done)
             conn_close(conn);
     }
     dispatch_closes(srv);
@@ -333,6 +452,8 @@ static void open_stream(struct grpc_conn *conn, struct grpc_stream *s)
     }
     s->state = state;
     s->is_accepted = true;
+    s->opened_ns = clock_mono_ns();
+    conn->waiting++;
     const nghttp2_nv nva[] = {
         NV(":status", "200"),
         NV("content-type", "application/grpc"),
@@ -440,6 +561,14 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
 static int deliver(void *arg, uint8_t *msg, size_t len)
 {
     struct grpc_stream *s = arg;
+    if (!s->has_message) {
+        s->has_message = true;
+        if (s->conn) {
+            s->conn->has_request = true;
+            if (s->conn->waiting)
+                s->conn->waiting--;
+        }
+    }
     if (!s->is_finishing && !s->is_close_queued)
         s->srv->ops->on_message(s->srv->ctx, s->state, s, msg, len);
     free(msg);
@@ -453,13 +582,38 @@ static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags, int32_t stream
     struct grpc_stream *s = nghttp2_session_get_stream_user_data(h2, stream_id);
     if (!s || !s->is_accepted || s->is_broken || s->is_close_queued)
         return 0;
+    struct grpc_server *srv = conn->srv;
+    const struct grpc_server_limits *l = &srv->lim;
+    /* issue 10: what this message may still hold, within the connection's and the server's
+       budgets (its own buffer counts as room it already has) */
+    size_t room = SIZE_MAX;
+    if (l->conn_buffer)
+        room = conn->in_bytes < l->conn_buffer ? l->conn_buffer - conn->in_bytes : 0;
+    if (l->total_buffer) {
+        size_t total = srv->in_bytes < l->total_buffer ? l->total_buffer - srv->in_bytes : 0;
+        room = total < room ? total : room;
+    }
+    size_t before = s->in.cap;
+    s->in.max_msg = l->max_request;
+    s->in.room = room == SIZE_MAX ? 0 : (room + before ? room + before : 1);
     struct err e = {{0}};
     int rc = grpc_frame_reasm_feed(&s->in, data, len, deliver, s, &e);
+    if (s->conn) /* deliver may not close it, but be safe */
+        account_in(conn, (ptrdiff_t)s->in.cap - (ptrdiff_t)before);
     if (rc != 0) {
         LOG_DEBUG("xds", "grpc server: %s: stream %d: %s", conn->peer, stream_id, e.msg);
         s->is_broken = true;
-        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, stream_id,
-                                  rc == -EMSGSIZE ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR);
+        account_in(conn, -(ptrdiff_t)s->in.cap);
+        grpc_frame_reasm_deinit(&s->in);
+        if (rc == -EMSGSIZE || rc == -ENOBUFS) {
+            /* gRPC's answer to a message over the limit: RESOURCE_EXHAUSTED */
+            if (rc == -ENOBUFS)
+                log_limit(atomic_fetch_add(&srv->st_buffer, 1) + 1,
+                          "request bytes over the buffer limit; stream ended", conn->peer);
+            set_finish(s, GRPC_RESOURCE_EXHAUSTED, e.msg);
+        } else {
+            nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
+        }
     }
     return 0;
 }
@@ -555,6 +709,27 @@ fail:;
     return rc;
 }
 
+/* The per-peer key: the IP address, IPv4 as v4-mapped IPv6 (a dual-stack listener sees
+ * both forms). */
+static void peer_key(const struct sockaddr *sa, uint8_t key[16])
+{
+    memset(key, 0, 16);
+    if (sa->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else if (sa->sa_family == AF_INET) {
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
+}
+
+static unsigned conns_from(const struct grpc_server *srv, const uint8_t key[16])
+{
+    unsigned n = 0;
+    for (const struct grpc_conn *c = srv->conns; c; c = c->next)
+        n += !c->is_dead && memcmp(c->peer_ip, key, 16) == 0;
+    return n;
+}
+
 static void conn_new(struct grpc_server *srv, int fd, const struct sockaddr *sa, socklen_t sl)
 {
     struct grpc_conn *conn = calloc(1, sizeof(*conn));
@@ -564,7 +739,8 @@ static void conn_new(struct grpc_server *srv, int fd, const struct sockaddr *sa,
     }
     conn->srv = srv;
     conn->io.fd = fd;
-    conn->accepted_ns = clock_mono_ns();
+    conn->accepted_ns = conn->last_read_ns = clock_mono_ns();
+    peer_key(sa, conn->peer_ip);
     char host[INET6_ADDRSTRLEN + 8], serv[6];
     if (getnameinfo(sa, sl, host, sizeof(host), serv, sizeof(serv),
                     NI_NUMERICHOST | NI_NUMERICSERV) == 0)
@@ -600,6 +776,7 @@ static void conn_new(struct grpc_server *srv, int fd, const struct sockaddr *sa,
         srv->conns->prev = conn;
     srv->conns = conn;
     srv->n_conns++;
+    atomic_store_explicit(&srv->st_conns, srv->n_conns, memory_order_relaxed);
     conn_flush(conn); /* our SETTINGS, without waiting for the client (after TLS) */
 }
 
@@ -643,12 +820,24 @@ static int accept_some(struct grpc_server *srv)
             }
             }
         }
-        if (srv->n_conns >= MAX_CONNS) {
-            if (srv->rejected_conns++ % 1000 == 0)
-                LOG_WARN("xds", "grpc server: %d connections open; closing new ones (%llu so far)",
-                         MAX_CONNS, (unsigned long long)srv->rejected_conns);
+        if (srv->n_conns >= srv->lim.max_conns) {
+            log_limit(atomic_fetch_add(&srv->st_max_conns, 1) + 1,
+                      "connection limit reached; new connections are closed", "any peer");
             close(fd);
             continue;
+        }
+        if (srv->lim.max_conns_per_peer) {
+            uint8_t key[16];
+            peer_key((struct sockaddr *)&ss, key);
+            if (conns_from(srv, key) >= srv->lim.max_conns_per_peer) {
+                char host[INET6_ADDRSTRLEN + 8] = "?";
+                getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), NULL, 0,
+                            NI_NUMERICHOST);
+                log_limit(atomic_fetch_add(&srv->st_per_peer, 1) + 1,
+                          "per-peer connection limit reached; connection closed", host);
+                close(fd);
+                continue;
+            }
         }
         conn_new(srv, fd, (struct sockaddr *)&ss, sl);
     }
@@ -672,6 +861,11 @@ struct grpc_server *grpc_server_create(uint16_t port, const struct grpc_server_o
     srv->lfd = -1;
     srv->ops = ops;
     srv->ctx = ctx;
+    grpc_server_limits_default(&srv->lim);
+    srv->pfds = calloc(srv->lim.max_conns + 2, sizeof(*srv->pfds));
+    srv->pconns = calloc(srv->lim.max_conns, sizeof(*srv->pconns));
+    if (!srv->pfds || !srv->pconns)
+        goto oom;
     if (nghttp2_session_callbacks_new(&srv->cbs) != 0)
         goto oom;
     nghttp2_session_callbacks_set_on_begin_headers_callback(srv->cbs, on_begin_headers);
@@ -700,6 +894,61 @@ void grpc_server_set_tls(struct grpc_server *s, SSL_CTX *tls)
     s->tls = tls;
 }
 
+void grpc_server_limits_default(struct grpc_server_limits *l)
+{
+    *l = (struct grpc_server_limits){
+        .max_request = 4u << 20,
+        .conn_buffer = 8u << 20,
+        .total_buffer = 64u << 20,
+        .max_queued = 8,
+        .max_conns = 1024,
+        .max_conns_per_peer = 64,
+        .first_request_ms = 10000,
+        .idle_ms = 60000,
+        .keepalive_ms = 30000,
+        .keepalive_timeout_ms = 10000,
+    };
+}
+
+void grpc_server_set_limits(struct grpc_server *s, const struct grpc_server_limits *l)
+{
+    struct grpc_server_limits want = *l;
+    if (!want.max_conns)
+        want.max_conns = 1;
+    if (!want.max_request || want.max_request > GRPC_MAX_MSG)
+        want.max_request = GRPC_MAX_MSG;
+    if (want.max_conns != s->lim.max_conns) {
+        struct pollfd *pfds = calloc(want.max_conns + 2, sizeof(*pfds));
+        struct grpc_conn **pconns = calloc(want.max_conns, sizeof(*pconns));
+        if (!pfds || !pconns || s->n_conns > want.max_conns) {
+            free(pfds);
+            free(pconns);
+            LOG_ERROR("xds", "grpc server: cannot apply a limit of %u connections; keeping %u",
+                      want.max_conns, s->lim.max_conns);
+            want.max_conns = s->lim.max_conns;
+        } else {
+            free(s->pfds);
+            free(s->pconns);
+            s->pfds = pfds;
+            s->pconns = pconns;
+        }
+    }
+    s->lim = want;
+}
+
+void grpc_server_get_stats(const struct grpc_server *s, struct grpc_server_stats *out)
+{
+    out->refused_max_conns = atomic_load_explicit(&s->st_max_conns, memory_order_relaxed);
+    out->refused_per_peer = atomic_load_explicit(&s->st_per_peer, memory_order_relaxed);
+    out->first_request_timeouts =
+        atomic_load_explicit(&s->st_first_request, memory_order_relaxed);
+    out->idle_timeouts = atomic_load_explicit(&s->st_idle, memory_order_relaxed);
+    out->keepalive_timeouts = atomic_load_explicit(&s->st_keepalive, memory_order_relaxed);
+    out->buffer_exhausted = atomic_load_explicit(&s->st_buffer, memory_order_relaxed);
+    out->conns = atomic_load_explicit(&s->st_conns, memory_order_relaxed);
+    out->buffered = atomic_load_explicit(&s->st_buffered, memory_order_relaxed);
+}
+
 uint16_t grpc_server_port(const struct grpc_server *s)
 {
     return s->port;
@@ -719,7 +968,6 @@ int grpc_server_poll(struct grpc_server *srv, int timeout_ms, int extra_fd)
         srv->pfds[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
     }
     nfds_t first_conn = n;
-    bool has_handshakes = false;
     for (struct grpc_conn *conn = srv->conns; conn; conn = conn->next) {
         short ev = POLLIN;
         if (conn->is_tls_handshaking ? conn->tls_wants_write
@@ -729,13 +977,12 @@ int grpc_server_poll(struct grpc_server *srv, int timeout_ms, int extra_fd)
             timeout_ms = 0; /* decrypted bytes are waiting */
         srv->pconns[n - first_conn] = conn;
         srv->pfds[n++] = (struct pollfd){.fd = conn->io.fd, .events = ev};
-        has_handshakes |= !conn->has_settings;
     }
-    /* Wake up in time to resume accepting and to enforce the handshake deadline. */
+    /* Wake up in time to resume accepting and to enforce the timeouts. */
     if (!is_accepting && (timeout_ms < 0 || timeout_ms > 100))
         timeout_ms = 100;
-    if (has_handshakes && (timeout_ms < 0 || timeout_ms > 1000))
-        timeout_ms = 1000;
+    if (srv->conns && (timeout_ms < 0 || timeout_ms > (int)(TIMER_NS / NS_PER_MS)))
+        timeout_ms = (int)(TIMER_NS / NS_PER_MS);
 
     int r = poll(srv->pfds, n, timeout_ms);
     if (r == -1) {
@@ -777,9 +1024,24 @@ int grpc_server_poll(struct grpc_server *srv, int timeout_ms, int extra_fd)
 
 int grpc_stream_send(struct grpc_stream *s, const uint8_t *msg, size_t len)
 {
+    if (len > GRPC_MAX_MSG)
+        return -EMSGSIZE;
+    struct grpc_shared *b = grpc_shared_new(msg, len);
+    if (!b)
+        return -ENOMEM;
+    int rc = grpc_stream_send_shared(s, b, NULL, 0);
+    grpc_shared_unref(b);
+    return rc;
+}
+
+int grpc_stream_send_shared(struct grpc_stream *s, struct grpc_shared *body, const uint8_t *tail,
+                            size_t tail_len)
+{
     if (!s->conn || s->conn->is_dead || s->is_h2_closed || s->is_finishing || s->is_close_queued)
         return -EPIPE;
-    int rc = grpc_frame_outq_push(&s->out, msg, len);
+    if (s->srv->lim.max_queued && grpc_frame_outq_count(&s->out) >= s->srv->lim.max_queued)
+        return -ENOBUFS;
+    int rc = grpc_frame_outq_push_shared(&s->out, body, tail, tail_len);
     if (rc != 0)
         return rc;
     if (s->is_response_sent)
@@ -787,6 +1049,12 @@ int grpc_stream_send(struct grpc_stream *s, const uint8_t *msg, size_t len)
     if (s->srv->h2_depth == 0)
         conn_flush(s->conn);
     return 0;
+}
+
+void grpc_stream_abort(struct grpc_stream *s, enum grpc_status status, const char *message)
+{
+    grpc_frame_outq_drop_unsent(&s->out);
+    grpc_stream_finish(s, status, message);
 }
 
 void grpc_stream_finish(struct grpc_stream *s, enum grpc_status status, const char *message)
@@ -814,5 +1082,7 @@ void grpc_server_destroy(struct grpc_server *srv)
         close(srv->lfd);
     nghttp2_session_callbacks_del(srv->cbs);
     nghttp2_option_del(srv->opt);
+    free(srv->pfds);
+    free(srv->pconns);
     free(srv);
 }

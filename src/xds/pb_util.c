@@ -77,6 +77,45 @@ static bool nesting_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, si
     return true;
 }
 
+int pb_scan_bytes_field(const uint8_t *buf, size_t len, uint32_t field, size_t *count,
+                        size_t *max_len)
+{
+    *count = *max_len = 0;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key, v;
+        if (!read_varint(buf, len, &i, &key))
+            return -EINVAL;
+        switch (key & 7) {
+        case 0:
+            if (!read_varint(buf, len, &i, &v))
+                return -EINVAL;
+            break;
+        case 1:
+        case 5: {
+            size_t w = (key & 7) == 1 ? 8 : 4;
+            if (len - i < w)
+                return -EINVAL;
+            i += w;
+            break;
+        }
+        case 2:
+            if (!read_varint(buf, len, &i, &v) || v > len - i)
+                return -EINVAL;
+            if (key >> 3 == field) {
+                (*count)++;
+                if ((size_t)v > *max_len)
+                    *max_len = (size_t)v;
+            }
+            i += (size_t)v;
+            break;
+        default:
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
                             struct err *e)
 {

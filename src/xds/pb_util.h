@@ -21,6 +21,12 @@ struct err;
 ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
                             struct err *e);
 
+/* Counts the top-level length-delimited occurrences of field in buf[0..len) (a repeated
+ * string, say) and the longest, without unpacking anything: O(len), no allocation. 0, or
+ * -EINVAL when the bytes are not a well-formed message. */
+int pb_scan_bytes_field(const uint8_t *buf, size_t len, uint32_t field, size_t *count,
+                        size_t *max_len);
+
 /* Packs m into a malloc'd buffer (at least one byte, so never NULL on success) that the caller
  * frees: *out, *out_len bytes. 0 or -ENOMEM. Any thread. */
 int pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len);

@@ -150,6 +150,20 @@ void xds_request_free(struct xds_request *r)
     memset(r, 0, sizeof(*r));
 }
 
+int xds_request_check_names(const uint8_t *buf, size_t len, size_t max_names,
+                            size_t max_name_len, struct err *e)
+{
+    size_t n = 0, longest = 0;
+    if (pb_scan_bytes_field(buf, len, 3, &n, &longest) < 0) /* resource_names = 3 */
+        return err_set(e, "failed to decode DiscoveryRequest message"), -EINVAL;
+    if (n > max_names)
+        return err_set(e, "%zu resource_names (at most %zu)", n, max_names), -E2BIG;
+    if (longest > max_name_len)
+        return err_set(e, "a resource name of %zu bytes (at most %zu)", longest, max_name_len),
+               -E2BIG;
+    return 0;
+}
+
 int xds_request_decode(const uint8_t *buf, size_t len, struct xds_request *out, struct err *e)
 {
     memset(out, 0, sizeof(*out));

@@ -62,6 +62,12 @@ int xds_response_decode(const uint8_t *buf, size_t len, struct xds_response *out
 int xds_response_encode(const struct xds_response *r, uint8_t **out, size_t *out_len);
 void xds_response_free(struct xds_response *r);
 int xds_request_decode(const uint8_t *buf, size_t len, struct xds_request *out, struct err *e);
+
+/* Before decoding a request from an untrusted client (issue 10): 0 when it carries at most
+ * max_names resource_names of at most max_name_len bytes each; -E2BIG with e saying which
+ * limit, or -EINVAL when it is not a message. O(len), allocates nothing. */
+int xds_request_check_names(const uint8_t *buf, size_t len, size_t max_names,
+                            size_t max_name_len, struct err *e);
 int xds_request_encode(const struct xds_request *r, uint8_t **out, size_t *out_len);
 void xds_request_free(struct xds_request *r);
 

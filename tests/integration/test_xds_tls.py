@@ -106,7 +106,7 @@ def test_proxy_reaches_an_https_control_plane_with_a_private_ca(quilkin, control
     wait_ready_status(p, 200)
     c = clients(p.port)
     assert c.request(b"over-tls-config")[0] == b"over-tls-config"
-    assert p.find(f"connected to management server {cp.url}")
+    p.wait_log(f"connected to management server {cp.url}")
 
 
 def test_the_ca_can_come_from_the_environment(quilkin, control_plane, pki):
@@ -198,7 +198,7 @@ def tls_target(m):
 def test_manage_serves_tls_to_grpcio_and_to_the_proxy(manage, quilkin, ads_clients, pki):
     m = manage(MANAGE_FILE, "--tls-cert", pki["server"]["cert"],
                "--tls-key", pki["server"]["key"])
-    assert m.find("(gRPC, TLS)")
+    m.wait_log("(gRPC, TLS)")
     c = ads_clients(tls_target(m), credentials=client_tls_credentials(pki["ca"]))
     resp = subscribe(c, TYPE_CLUSTER, "py-node")
     assert len(resp.resources) == 1
@@ -218,7 +218,7 @@ def test_manage_serves_tls_to_grpcio_and_to_the_proxy(manage, quilkin, ads_clien
 def test_manage_requires_client_certificates(manage, quilkin, ads_clients, pki):
     m = manage(MANAGE_FILE, "--tls-cert", pki["server"]["cert"],
                "--tls-key", pki["server"]["key"], "--tls-client-ca", pki["ca"])
-    assert m.find("client certificates required")
+    m.wait_log("client certificates required")
     no_cert = ads_clients(tls_target(m), credentials=client_tls_credentials(pki["ca"]))
     with pytest.raises(AssertionError):
         subscribe(no_cert, TYPE_CLUSTER, "py-anon", timeout=1.5)

@@ -770,10 +770,15 @@ class AdsClient:
     with ``next_response`` (bounded), and the final status with ``wait_end``."""
 
     def __init__(self, target, method=ADS_METHOD, request_cls=None, response_cls=None,
-                 credentials=None, options=None):
+                 credentials=None, options=None, channel=None):
+        """``channel``: an existing grpc channel to open the stream on (streams then share
+        its HTTP/2 connection; the caller closes it)."""
         import grpc
         self._grpc = grpc
-        if credentials is not None:
+        self._own_channel = channel is None
+        if channel is not None:
+            self.channel = channel
+        elif credentials is not None:
             self.channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
@@ -861,7 +866,8 @@ class AdsClient:
         self.call.cancel()
         self._q.put(None)
         self._thread.join(2)
-        self.channel.close()
+        if self._own_channel:
+            self.channel.close()
 
 
 @pytest.fixture

@@ -231,6 +231,34 @@ static void test_request_nack_round_trip(void **state)
     free(out);
 }
 
+/* issue 10: the pre-check counts names without unpacking, and tells the two limits apart */
+static void test_request_check_names(void **state)
+{
+    (void)state;
+    char *names[3] = {"eu", "eu:z1", "us:west-1:rack-17"};
+    struct xds_request r = {.version_info = "1",
+                            .node_id = "n",
+                            .resource_names = names,
+                            .n_resource_names = 3,
+                            .type_url = XDS_TYPE_CLUSTER};
+    uint8_t *out = NULL;
+    size_t len = 0;
+    assert_int_equal(xds_request_encode(&r, &out, &len), 0);
+    struct err e = {{0}};
+    assert_int_equal(xds_request_check_names(out, len, 3, 17, &e), 0);
+    assert_int_equal(xds_request_check_names(out, len, 2, 17, &e), -E2BIG);
+    assert_string_equal(e.msg, "3 resource_names (at most 2)");
+    err_clear(&e);
+    assert_int_equal(xds_request_check_names(out, len, 3, 16, &e), -E2BIG);
+    assert_string_equal(e.msg, "a resource name of 17 bytes (at most 16)");
+    /* a length running past the end, and a wire type protobuf has not got */
+    assert_int_equal(xds_request_check_names(out, len - 1, 3, 17, &e), -EINVAL);
+    static const uint8_t bad_type[] = {0x1f, 0x00};
+    assert_int_equal(xds_request_check_names(bad_type, sizeof(bad_type), 3, 17, &e), -EINVAL);
+    assert_int_equal(xds_request_check_names(NULL, 0, 0, 0, &e), 0); /* empty: no names */
+    free(out);
+}
+
 static void test_response_round_trip(void **state)
 {
     (void)state;
@@ -873,6 +901,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_vector),
         cmocka_unit_test(test_request_nack_round_trip),
+        cmocka_unit_test(test_request_check_names),
         cmocka_unit_test(test_response_round_trip),
         cmocka_unit_test(test_cluster_vector),
         cmocka_unit_test(test_cluster_round_trip_with_locality_and_metadata),
