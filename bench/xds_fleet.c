@@ -55,7 +55,7 @@ static const char usage[] =
     "                    --partial-bytes [7340032] --duration-s [60]\n"
     "  many-names        --names [1000000] --repeats [3] --hold-s [5]\n"
     "  idle-conns        --conns [1100] --source-ip [none] --hold-s [20]\n"
-    "  slow-reader       --conns [1] --hold-s [20]\n"
+    "  slow-reader       --conns [1] --streams [1] --hold-s [20]\n"
     "  no-first-request  --conns [200] --hold-s [20]\n";
 
 /* ---- options: one typed table for both modes ----------------------------------------- */
@@ -1084,7 +1084,7 @@ static int scenario_slow_reader(const struct opts *o)
 {
     struct raw_plan p = {.name = "slow-reader",
                          .conns = or_default(o->conns, 1),
-                         .per_conn = 1,
+                         .per_conn = or_default(o->streams, 1),
                          .window = 1024,
                          .is_manual_window = true,
                          .secs = o->hold_s > 0 ? o->hold_s : 20};

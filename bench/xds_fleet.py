@@ -58,8 +58,9 @@ HOSTILE = {
          75),
         ("many-names", ["--names", "1000000", "--repeats", "3", "--hold-s", "5"], 90),
         ("idle-conns", ["--conns", "1100", "--source-ip", "127.0.0.2", "--hold-s", "20"], 40),
-        ("slow-reader", ["--hold-s", "20"], 35),
-        ("no-first-request", ["--conns", "200", "--hold-s", "20"], 35),
+        ("slow-reader", ["--conns", "1", "--streams", "1", "--hold-s", "20"], 35),
+        ("no-first-request", ["--conns", "1100", "--source-ip", "127.0.0.2", "--hold-s", "20"],
+         40),
     ],
     "small": [
         ("half-messages", ["--conns", "2", "--streams", "10", "--declared-bytes",
@@ -68,7 +69,8 @@ HOSTILE = {
         ("many-names", ["--names", "100000", "--repeats", "2", "--hold-s", "3"], 30),
         ("idle-conns", ["--conns", "1100", "--source-ip", "127.0.0.2", "--hold-s", "12"], 30),
         ("slow-reader", ["--hold-s", "6"], 20),
-        ("no-first-request", ["--conns", "50", "--hold-s", "6"], 20),
+        ("no-first-request", ["--conns", "50", "--source-ip", "127.0.0.2", "--hold-s", "6"],
+         20),
     ],
     "none": [],
 }
@@ -213,16 +215,17 @@ class Sampler:
 
 
 class Prober:
-    """GET /live every 0.2 s on a thread: how many probes answered 200."""
+    """GET /live every 0.2 s on a thread while proc runs: how many probes answered 200 (a
+    manage killed at the RSS cap is not probed further)."""
 
-    def __init__(self, port):
-        self.port, self.ok, self.total = port, 0, 0
+    def __init__(self, port, proc):
+        self.port, self.proc, self.ok, self.total = port, proc, 0, 0
         self.stop = threading.Event()
         self.th = threading.Thread(target=self._run, daemon=True)
         self.th.start()
 
     def _run(self):
-        while not self.stop.is_set():
+        while not self.stop.is_set() and self.proc.poll() is None:
             self.total += 1
             try:
                 if http_get("127.0.0.1", self.port, "/live", 1.0)[0] == 200:
@@ -426,7 +429,7 @@ class Harness:
             log(f"{name}: the legitimate streams did not subscribe")
         time.sleep(0.5)
         rss0 = proc_rss_kib(m.pid)
-        sampler, prober = Sampler(m), Prober(self.admin_port)
+        sampler, prober = Sampler(m), Prober(self.admin_port, m)
         out_path = os.path.join(self.work, f"{name}-hostile.json")
         with open(out_path, "w") as out:
             hostile = self.start(f"{name}-hostile", [
