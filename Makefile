@@ -7,6 +7,9 @@
 #   make soak-short  its short form (under 75 s), part of `make test`
 #   make attack  the attack harness (bench/attack.py), about 2 minutes, not in `make test`
 #   make attack-short  its short form (about 45 s), part of `make test`
+#   make xds-bench  the xDS server harness (bench/xds_fleet.py): 200 ADS streams, 20 changes,
+#                hostile clients; a few minutes, not in `make test`
+#   make xds-bench-short  its short form (50 streams, 3 changes, small hostile sizes)
 
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
@@ -17,7 +20,7 @@ BUILD_TSAN := build-tsan
 FUZZ_SECS  ?= 40
 
 .PHONY: all deps build build-asan run test unit integration tsan fuzz bench soak soak-short \
-	attack attack-short \
+	attack attack-short xds-bench xds-bench-short \
         clean fmt check-deps
 
 all: build
@@ -95,6 +98,17 @@ attack: build
 
 attack-short: build
 	$(PYTHON) bench/attack.py --profile short
+
+# The xDS server harness (bench/xds_fleet.py): `quilkin manage file` with N ADS streams from
+# one process (bench_xds_fleet): propagation from a file change to every stream's ACK, RSS
+# and CPU per stream; then each hostile client in turn (half-sent messages, a million
+# resource names, idle connections, a slow reader, streams without a request) with manage's
+# peak RSS (killed above 2 GiB). Reports, never asserts. Report: build/xds_fleet/report.json.
+xds-bench: build
+	$(PYTHON) bench/xds_fleet.py --build $(BUILD) --streams 200 --changes 20 --hostile full
+
+xds-bench-short: build
+	$(PYTHON) bench/xds_fleet.py --build $(BUILD) --streams 50 --changes 3 --hostile small
 
 check-deps: deps
 	bash scripts/check-deps.sh
