@@ -41,6 +41,7 @@ ENDPOINTS = 100
 LEGIT_STREAMS = 4
 RSS_CAP_KIB = 2 * 1024 * 1024  # manage is killed above this
 SAMPLE_S = 0.05
+PER_PEER_CAP = 256  # > the 200-stream fleet and its few legitimate extras
 READY_DEADLINE = 15.0
 SUBSCRIBE_DEADLINE = 60.0
 PROPAGATION_DEADLINE = 15.0
@@ -295,6 +296,10 @@ class Harness:
         self.manage = self.start(name, [
             os.path.join(self.build, "quilkin"), "--admin-address",
             f"127.0.0.1:{self.admin_port}", "-c", own, "manage", "--port", str(self.xds_port),
+            # the fleet's streams all come from 127.0.0.1 here (each proxy has its own
+            # address in the field), so the per-peer cap is raised above the fleet; the
+            # hostile clients come from 127.0.0.2 and meet it
+            "--max-connections-per-peer", str(PER_PEER_CAP),
             "file", self.provider.path])
         deadline = time.monotonic() + READY_DEADLINE
         while time.monotonic() < deadline and self.manage.poll() is None:

@@ -165,8 +165,10 @@ int grpc_stream_send_shared(struct grpc_stream *s, struct grpc_shared *body,
                             const uint8_t *tail, size_t tail_len);
 
 /* Ends the stream at once: queued messages not started are dropped (a partly sent one is
- * completed, so the client never sees half a message), then trailers status/message.
- * on_close follows. */
+ * completed, so the client never sees half a message), then trailers status/message. When
+ * the partly sent one cannot be completed because the client's flow-control window is
+ * closed and stays closed for 5 s, the stream is reset with ENHANCE_YOUR_CALM instead (gRPC
+ * clients report RESOURCE_EXHAUSTED). on_close follows. */
 void grpc_stream_abort(struct grpc_stream *s, enum grpc_status status, const char *message);
 
 /* Ends the stream with trailers grpc-status/grpc-message. on_close follows. */

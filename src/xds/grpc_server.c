@@ -35,7 +35,8 @@
 #define READ_ROUNDS 4                     /* recv calls per connection per poll round */
 #define ACCEPT_PAUSE_NS (100 * NS_PER_MS) /* after EMFILE and friends */
 #define TIMER_NS (250 * NS_PER_MS)        /* timeouts are checked this often */
-#define LISTEN_BACKLOG 128
+#define ABORT_GRACE_NS (5 * NS_PER_SEC) /* grpc_stream_abort behind a closed window */
+#define LISTEN_BACKLOG 1024 /* a fleet reconnecting at once (the kernel caps it at somaxconn) */
 #define LOG_EVERY 1000 /* limit events are logged the first time and every LOG_EVERY-th */
 
 struct grpc_conn;
@@ -50,6 +51,7 @@ struct grpc_stream {
     struct grpc_stream *next_closed; /* srv->closed queue */
     int32_t id;
     uint64_t opened_ns; /* for the first-request timeout */
+    uint64_t reset_at_ns; /* aborted behind a closed window: reset then (0: not armed) */
     bool has_message;   /* a whole request arrived */
     void *state; /* on_open's result */
     char *path;  /* malloc'd :path, NULL if absent or too long */
@@ -86,6 +88,7 @@ struct grpc_conn {
     unsigned waiting;       /* accepted streams without a whole request yet */
     bool has_settings; /* the client's preface and SETTINGS arrived */
     bool has_request;  /* a whole request arrived on some stream */
+    bool has_reset_timer; /* some stream has reset_at_ns armed */
     bool is_dead;      /* closed by the next reap */
     uint8_t peer_ip[16]; /* IPv4 as v4-mapped IPv6: the per-peer limit's key */
     char peer[INET6_ADDRSTRLEN + 24];
@@ -317,6 +320,28 @@ static unsigned expire_streams(struct grpc_conn *conn, uint64_t now)
     return n;
 }
 
+/* Aborted streams whose client still has not read up to the trailers get RST_STREAM
+ * ENHANCE_YOUR_CALM (gRPC clients read it as RESOURCE_EXHAUSTED): a reader that stopped
+ * reading holds nothing past the grace. */
+static void reset_stalled(struct grpc_conn *conn, uint64_t now)
+{
+    bool is_pending = false;
+    for (struct grpc_stream *s = conn->streams; s; s = s->next) {
+        if (!s->reset_at_ns || s->is_h2_closed)
+            continue;
+        if (now < s->reset_at_ns) {
+            is_pending = true;
+            continue;
+        }
+        s->reset_at_ns = 0;
+        LOG_DEBUG("xds", "grpc server: %s: stream %d still not reading its trailers; reset",
+                  conn->peer, (int)s->id);
+        nghttp2_submit_rst_stream(conn->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+    conn->has_reset_timer = is_pending;
+    conn_flush(conn); /* after the walk: sending may unlink streams */
+}
+
 /* The limits in time (issue 10): a connection must send a whole request within
  * first_request_ms of its accept (TLS, preface and all), and each stream within
  * first_request_ms of its opening; a connection without streams for idle_ms goes; a client
@@ -337,6 +362,8 @@ static void check_timers(struct grpc_server *srv, uint64_t now)
             conn_goaway(conn);
             continue;
         }
+        if (conn->has_reset_timer)
+            reset_stalled(conn, now);
         if (conn->streams)
             conn->idle_since_ns = 0;
         else if (!conn->idle_since_ns)
@@ -1054,6 +1081,19 @@ int grpc_stream_send_shared(struct grpc_stream *s, struct grpc_shared *body, con
 void grpc_stream_abort(struct grpc_stream *s, enum grpc_status status, const char *message)
 {
     grpc_frame_outq_drop_unsent(&s->out);
+    struct grpc_conn *conn = s->conn;
+    if (!conn || conn->is_dead || s->is_h2_closed || !s->is_response_sent ||
+        grpc_frame_outq_count(&s->out) == 0 ||
+        (nghttp2_session_get_stream_remote_window_size(conn->h2, s->id) > 0 &&
+         nghttp2_session_get_remote_window_size(conn->h2) > 0)) {
+        grpc_stream_finish(s, status, message);
+        return;
+    }
+    /* A partly sent message the client's window does not let us finish (a reader that
+     * stopped reading): the trailers wait behind it. A client that resumes reading within
+     * ABORT_GRACE_NS gets them; otherwise check_timers resets the stream. */
+    s->reset_at_ns = clock_mono_ns() + ABORT_GRACE_NS;
+    conn->has_reset_timer = true;
     grpc_stream_finish(s, status, message);
 }
 

@@ -912,7 +912,7 @@ def manage(quilkin_bin, tmp_path, xds_pb):
     """Factory that starts ``quilkin --admin-address 127.0.0.1:A -c OWN manage --port X
     [ARGS] file PATH`` and waits for "Quilkin is ready".
 
-    ``manage(file_text, *manage_args, ident="manage-test", wait=True, path=None)``:
+    ``manage(file_text, *manage_args, ident="manage-test", wait=True, path=None, env=None)``:
     ``file_text`` is written to the provider file (``p.file_path``) unless ``path`` names
     one the caller prepared; ``OWN`` only sets the server id. The
     returned Proxy has ``xds_port``, ``target`` ("127.0.0.1:X"), ``url`` ("http://...") and
@@ -920,7 +920,7 @@ def manage(quilkin_bin, tmp_path, xds_pb):
     """
     started = []
 
-    def start(file_text, *manage_args, ident="manage-test", wait=True, path=None):
+    def start(file_text, *manage_args, ident="manage-test", wait=True, path=None, env=None):
         n = len(started)
         if path is None:  # else the caller prepared the provider file (e.g. a symlink)
             path = tmp_path / f"provider-{n}.yaml"
@@ -932,7 +932,7 @@ def manage(quilkin_bin, tmp_path, xds_pb):
         argv = [quilkin_bin, "--admin-address", fmt_addr("127.0.0.1", admin_port),
                 "-c", str(own), "manage", "--port", str(xds_port),
                 *[str(a) for a in manage_args], "file", str(path)]
-        p = Proxy(argv, cwd=str(tmp_path))
+        p = Proxy(argv, cwd=str(tmp_path), env=env)
         p.admin_host = "127.0.0.1"
         p.admin_port = admin_port
         p.xds_port = xds_port
