@@ -92,6 +92,7 @@ struct worker {
     struct log_ratelimit rl_game_recv;
     struct iovec rx_iov[RX_BATCH];
     struct sockaddr_in6 rx_from[RX_BATCH];
+    unsigned rx_used, rep_used, qcmp_used; /* headers the last calls wrote back */
     struct tx_entry tx[TX_CAP];
     uint32_t n_tx;
     struct rx_result rx_res[RX_BATCH];
@@ -257,6 +258,34 @@ static void observe_proc(struct worker *w, enum direction dir, uint64_t each_ns,
     stat_add(&w->stats.proc_sum_ns[dir], each_ns * count);
 }
 
+/* The mmsghdr arrays are built once: per call only the fields the kernel writes back
+ * (name and control lengths) are reset, and only for the messages the last call used. */
+static void init_msg_headers(struct worker *w)
+{
+    for (unsigned i = 0; i < RX_BATCH; i++) {
+        w->rx_iov[i] = (struct iovec){w->rx_mem + (size_t)i * BUF_CAP + HEADROOM, MAX_DGRAM};
+        w->rx_msgs[i].msg_hdr = (struct msghdr){
+            .msg_name = &w->rx_from[i], .msg_namelen = sizeof(w->rx_from[i]),
+            .msg_iov = &w->rx_iov[i], .msg_iovlen = 1,
+            .msg_control = w->rx_cmsg[i], .msg_controllen = SOCK_RXQ_CMSG_SPACE};
+        w->rep_rx_iov[i] = (struct iovec){w->reply_mem + (size_t)i * BUF_CAP + HEADROOM,
+                                          MAX_DGRAM};
+        w->rep_rx[i].msg_hdr = (struct msghdr){
+            .msg_iov = &w->rep_rx_iov[i], .msg_iovlen = 1,
+            .msg_control = w->rep_cmsg[i], .msg_controllen = SOCK_RXQ_CMSG_SPACE};
+        w->rep_tx[i].msg_hdr = (struct msghdr){
+            .msg_name = &w->rep_to[i], .msg_namelen = sizeof(w->rep_to[i]),
+            .msg_iov = &w->rep_tx_iov[i], .msg_iovlen = 1};
+        w->qcmp_iov[i] = (struct iovec){w->qcmp_buf[i], QCMP_BUF};
+        w->qcmp_rx[i].msg_hdr = (struct msghdr){
+            .msg_name = &w->qcmp_from[i], .msg_namelen = sizeof(w->qcmp_from[i]),
+            .msg_iov = &w->qcmp_iov[i], .msg_iovlen = 1,
+            .msg_control = w->qcmp_cmsg[i], .msg_controllen = SOCK_RXQ_CMSG_SPACE};
+    }
+    for (unsigned i = 0; i < TX_CAP; i++)
+        w->tx_msgs[i].msg_hdr = (struct msghdr){.msg_iovlen = 1};
+}
+
 struct worker *worker_create(const struct worker_opts *o, struct err *e)
 {
     struct worker *w = calloc(1, sizeof(*w));
@@ -302,10 +331,7 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
         err_set(e, "epoll_ctl: %s", strerror(errno));
         goto fail;
     }
-    for (unsigned i = 0; i < RX_BATCH; i++) {
-        w->rx_iov[i].iov_base = w->rx_mem + (size_t)i * BUF_CAP + HEADROOM;
-        w->rep_rx_iov[i].iov_base = w->reply_mem + (size_t)i * BUF_CAP + HEADROOM;
-    }
+    init_msg_headers(w);
     return w;
 fail:
     worker_destroy(w);
@@ -369,10 +395,7 @@ static void flush_upstream(struct worker *w)
         unsigned n = 0;
         for (uint32_t j = i; j != SESSION_NIL; j = w->tx[j].next) {
             w->tx_of[n] = j;
-            struct msghdr *m = &w->tx_msgs[n++].msg_hdr;
-            memset(m, 0, sizeof(*m));
-            m->msg_iov = &w->tx[j].iov;
-            m->msg_iovlen = 1;
+            w->tx_msgs[n++].msg_hdr.msg_iov = &w->tx[j].iov; /* the rest is fixed */
         }
         send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM, &s->client, w->tx_err);
         for (unsigned k = 0; k < n; k++) {
@@ -620,18 +643,12 @@ static void count_reads(struct worker *w, unsigned n)
 static void handle_game(struct worker *w, const struct snapshot *snap)
 {
     for (int round = 0; round < RX_ROUNDS; round++) {
-        for (unsigned i = 0; i < RX_BATCH; i++) {
-            struct msghdr *h = &w->rx_msgs[i].msg_hdr;
-            w->rx_iov[i].iov_len = MAX_DGRAM;
-            h->msg_name = &w->rx_from[i];
-            h->msg_namelen = sizeof(w->rx_from[i]);
-            h->msg_iov = &w->rx_iov[i];
-            h->msg_iovlen = 1;
-            h->msg_control = w->rx_cmsg[i];
-            h->msg_controllen = SOCK_RXQ_CMSG_SPACE;
-            h->msg_flags = 0;
+        for (unsigned i = 0; i < w->rx_used; i++) { /* what the last call wrote back */
+            w->rx_msgs[i].msg_hdr.msg_namelen = sizeof(w->rx_from[i]);
+            w->rx_msgs[i].msg_hdr.msg_controllen = SOCK_RXQ_CMSG_SPACE;
         }
         int n = recvmmsg(w->game_fd, w->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+        w->rx_used = n > 0 ? (unsigned)n : 0;
         if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             /* counted and logged (rate-limited); the worker carries on with the next event */
             stat_add(&w->stats.game_recv_errors, 1);
@@ -689,16 +706,10 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
         return;
     }
     session_seen_reply(s, w->now_ns); /* the seed's rule, once the session is confirmed */
-    uint32_t t = w->n_rep_tx++;
+    uint32_t t = w->n_rep_tx++; /* rep_tx[t] points at rep_to[t] and rep_tx_iov[t] */
     addr_to_sin6(&s->client, &w->rep_to[t]);
     w->rep_tx_iov[t].iov_base = pkt_data(&c.pkt);
     w->rep_tx_iov[t].iov_len = c.pkt.len;
-    struct msghdr *h = &w->rep_tx[t].msg_hdr;
-    memset(h, 0, sizeof(*h));
-    h->msg_name = &w->rep_to[t];
-    h->msg_namelen = sizeof(w->rep_to[t]);
-    h->msg_iov = &w->rep_tx_iov[t];
-    h->msg_iovlen = 1;
 }
 
 static void handle_upstream(struct worker *w, const struct snapshot *snap, uint32_t idx)
@@ -710,16 +721,11 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
         if (w->n_rep == RX_BATCH)
             flush_replies(w);
         unsigned room = RX_BATCH - w->n_rep;
-        for (unsigned i = w->n_rep; i < RX_BATCH; i++) {
-            struct msghdr *h = &w->rep_rx[i].msg_hdr;
-            w->rep_rx_iov[i].iov_len = MAX_DGRAM;
-            memset(h, 0, sizeof(*h));
-            h->msg_iov = &w->rep_rx_iov[i];
-            h->msg_iovlen = 1;
-            h->msg_control = w->rep_cmsg[i];
-            h->msg_controllen = SOCK_RXQ_CMSG_SPACE;
-        }
+        for (unsigned i = w->n_rep; i < w->rep_used; i++) /* written back by an earlier call */
+            w->rep_rx[i].msg_hdr.msg_controllen = SOCK_RXQ_CMSG_SPACE;
         int n = recvmmsg(s->fd, &w->rep_rx[w->n_rep], room, MSG_DONTWAIT, NULL);
+        if (n > 0 && w->n_rep + (unsigned)n > w->rep_used)
+            w->rep_used = w->n_rep + (unsigned)n;
         if (n == -1) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return;
@@ -759,19 +765,14 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, uint3
 static void handle_qcmp(struct worker *w)
 {
     for (int round = 0; round < RX_ROUNDS; round++) {
-        for (unsigned i = 0; i < RX_BATCH; i++) {
+        for (unsigned i = 0; i < w->qcmp_used; i++) { /* written back by the last call */
             struct msghdr *h = &w->qcmp_rx[i].msg_hdr;
-            w->qcmp_iov[i].iov_base = w->qcmp_buf[i];
-            w->qcmp_iov[i].iov_len = QCMP_BUF;
-            memset(h, 0, sizeof(*h));
-            h->msg_name = &w->qcmp_from[i];
+            w->qcmp_iov[i].iov_len = QCMP_BUF; /* a reply set it to the reply's length */
             h->msg_namelen = sizeof(w->qcmp_from[i]);
-            h->msg_iov = &w->qcmp_iov[i];
-            h->msg_iovlen = 1;
-            h->msg_control = w->qcmp_cmsg[i];
             h->msg_controllen = SOCK_RXQ_CMSG_SPACE;
         }
         int n = recvmmsg(w->qcmp_fd, w->qcmp_rx, RX_BATCH, MSG_DONTWAIT, NULL);
+        w->qcmp_used = n > 0 ? (unsigned)n : 0;
         if (n <= 0)
             return;
         count_kernel_drops(w, &w->qcmp_rx[n - 1], &w->qcmp_rxq_drops, SOCK_QCMP);
