@@ -22,6 +22,27 @@ int sock_udp_bind(uint16_t port, int reuseport, int buf_bytes);
  * Returns the fd or a negative errno. */
 int sock_udp_connected(const struct addr *peer);
 
+/* As sock_udp_connected, but bound to local port `port` first with SO_REUSEADDR, so that it
+ * shares the port of another session socket of the same client (whose SO_REUSEADDR must be
+ * on, see sock_share_port) connected to a different peer: the kernel tells their replies
+ * apart by the full 4-tuple. Returns the fd or a negative errno (-EADDRINUSE: not shared). */
+int sock_udp_connected_at(const struct addr *peer, uint16_t port);
+
+/* Turns SO_REUSEADDR on (or off) on a bound socket so that sock_udp_connected_at may share
+ * its port. Sockets that get their port from connect() must have it off until then: an
+ * automatic port is never one a SO_REUSEADDR socket holds only when this one lacks it.
+ * 0 or -errno. */
+int sock_share_port(int fd, bool on);
+
+/* Connects fd (from sock_udp_connected) to peer, which takes a fresh ephemeral port when it
+ * has none: reuse of a pooled socket. 0 or -errno (-EAGAIN: no free port). */
+int sock_udp_reconnect(int fd, const struct addr *peer);
+
+/* Dissolves fd's association (connect AF_UNSPEC): an automatic local port goes back to the
+ * host, then anything still queued (datagrams, a pending ICMP error) is discarded, so fd
+ * can be pooled and later reconnected with sock_udp_reconnect. 0 or -errno. */
+int sock_udp_disconnect(int fd);
+
 /* The buffer sizes the kernel actually gives fd, in bytes of payload it can queue (half of
  * what SO_RCVBUF/SO_SNDBUF read back, the other half being its bookkeeping). 0 or -errno. */
 int sock_buffer_sizes(int fd, int *rcv_bytes, int *snd_bytes);

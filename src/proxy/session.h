@@ -29,6 +29,10 @@ struct session {
     uint8_t wheel_slot;    /* the slot it is armed in */
     bool has_reply;        /* the server has answered */
     bool is_confirmed;     /* the client sent again after a reply: full idle timeout */
+    bool shares_port;      /* SO_REUSEADDR on: its local port is shared by the client's
+                              sessions to other endpoints (worker.c) */
+    bool is_port_bound;    /* bound to a shared port explicitly (never pooled) */
+    uint16_t lport;        /* local port when known (0: not looked up yet) */
     uint64_t created_ns;   /* CLOCK_MONOTONIC */
     uint64_t last_seen_ns; /* refreshed by traffic (see session_seen_*) */
     uint64_t tx_batch;     /* worker's send staging: batch id of tx_tail */

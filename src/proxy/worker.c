@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@
 #define ARENA_BYTES (64 * 1024)
 #define GAME_TOKEN UINT64_MAX
 #define QCMP_TOKEN (UINT64_MAX - 1)
+#define POOL_MAX 1024 /* idle upstream sockets kept per worker for the next sessions */
 _Static_assert(SOCK_RXQ_CMSG_SPACE >= CMSG_SPACE(sizeof(uint32_t)), "room for SO_RXQ_OVFL");
 #define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
                        ignored, so junk never costs more than this */
@@ -118,6 +120,16 @@ struct worker {
     struct iovec qcmp_iov[RX_BATCH];
     struct sockaddr_in6 qcmp_from[RX_BATCH];
     struct mmsghdr qcmp_tx[RX_BATCH];
+
+    /* Upstream sockets stay in the epoll set for their whole life with the fd as event
+     * data; fd_map[fd] is the session index + 1 (0: pooled or not ours). Expired sessions'
+     * sockets are disconnected (their port goes back to the host) and pooled, so a new
+     * session costs one connect() instead of socket+setsockopt+connect+epoll_ctl+close. */
+    uint32_t *fd_map;
+    uint32_t fd_map_len;
+    int *pool;
+    uint32_t n_pool, pool_cap;
+    bool is_closing; /* worker_destroy: close sockets instead of pooling them */
 
     _Atomic uint32_t published_sessions;
     struct worker_stats stats;
@@ -312,6 +324,19 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     w->rx_mem = malloc((size_t)RX_BATCH * BUF_CAP);
     w->reply_mem = malloc((size_t)RX_BATCH * BUF_CAP);
     w->spare = malloc(BUF_CAP);
+    /* every upstream fd is below the open-files limit (the proxy raised it before) */
+    struct rlimit rl;
+    w->fd_map_len = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                            rl.rlim_cur < (1u << 24)
+                        ? (uint32_t)rl.rlim_cur
+                        : 1u << 24;
+    w->fd_map = calloc(w->fd_map_len, sizeof(*w->fd_map)); /* zero pages until touched */
+    w->pool_cap = o->max_sessions / 8 < POOL_MAX ? o->max_sessions / 8 : POOL_MAX;
+    w->pool = malloc(((size_t)w->pool_cap + 1) * sizeof(*w->pool));
+    if (!w->fd_map || !w->pool) {
+        err_set(e, "out of memory creating worker %u", o->index);
+        goto fail;
+    }
     if (!w->sessions || !w->qcmp_rl || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
@@ -474,8 +499,42 @@ static void log_ports_exhausted(const struct worker *w)
 /* Opens the session (client, ep): checks the table and the per-IP cap, then sets up the
  * socket, and only then inserts, so a refusal costs no table work (and a failure while
  * ports or descriptors are exhausted stays O(1) per packet). NULL when refused (counted). */
+/* An upstream socket connected to ep: next to sibling's port when given (a session of the
+ * same client to another endpoint: fan-out then takes one local port per client, not one
+ * per endpoint), else a pooled socket, else a new one. *is_new: it is not in the epoll set
+ * yet. Returns the fd or a negative errno as sock_udp_connected. */
+static int upstream_socket(struct worker *w, const struct addr *ep, struct session *sibling,
+                           bool *is_new)
+{
+    *is_new = true;
+    if (sibling && sibling->fd >= 0) {
+        if (!sibling->lport) {
+            sibling->lport = sock_local_port(sibling->fd);
+            if (sibling->lport && sock_share_port(sibling->fd, true) == 0)
+                sibling->shares_port = true;
+        }
+        if (sibling->shares_port) {
+            int fd = sock_udp_connected_at(ep, sibling->lport);
+            if (fd >= 0)
+                return fd;
+        } /* else (or the port is taken towards ep): a port of its own */
+    }
+    while (w->n_pool > 0) {
+        int fd = w->pool[--w->n_pool];
+        int rc = sock_udp_reconnect(fd, ep);
+        if (rc == 0) {
+            *is_new = false;
+            return fd;
+        }
+        close(fd); /* leaves the epoll set */
+        if (rc == -EAGAIN)
+            return rc; /* no free port: another socket would not find one either */
+    }
+    return sock_udp_connected(ep);
+}
+
 static struct session *open_session(struct worker *w, const struct addr *client,
-                                    const struct addr *ep)
+                                    const struct addr *ep, struct session *sibling)
 {
     if (session_table_is_full(w->sessions)) {
         drop_ex(w, DROP_SESSION_LIMIT, client, NULL);
@@ -501,7 +560,12 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         }
         return NULL;
     }
-    int fd = sock_udp_connected(ep);
+    bool is_new;
+    int fd = upstream_socket(w, ep, sibling, &is_new);
+    if (fd >= 0 && (uint32_t)fd >= w->fd_map_len) {
+        close(fd); /* above the limit the worker started with: cannot happen unless raised */
+        fd = -EMFILE;
+    }
     if (fd == -EAGAIN) {
         /* connect() could not pick a local port: the host's ephemeral range is used up (one
          * port per session, shared with every other socket on the host) */
@@ -533,9 +597,8 @@ static struct session *open_session(struct worker *w, const struct addr *client,
                  session_count(w->sessions));
     }
     struct session *s = session_insert(w->sessions, client, ep, w->now_ns); /* not full */
-    struct epoll_event ev = {.events = EPOLLIN,
-                             .data.u64 = session_index(w->sessions, s)};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)fd};
+    if (is_new && epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
         int err = errno;
         close(fd);
         session_remove(w->sessions, s); /* O(1) */
@@ -544,6 +607,13 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         return NULL;
     }
     s->fd = fd;
+    s->lport = 0;
+    s->shares_port = sibling && sibling->shares_port && sibling->lport && is_new &&
+                     sock_local_port(fd) == sibling->lport;
+    s->is_port_bound = s->shares_port;
+    if (s->shares_port)
+        s->lport = sibling->lport;
+    w->fd_map[fd] = session_index(w->sessions, s) + 1;
     stat_add(&w->stats.sessions_created, 1);
     if (log_enabled(LOG_LEVEL_DEBUG))
         log_session(w, s, "session created");
@@ -597,6 +667,7 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     }
     uint8_t *data = pkt_data(&c.pkt);
     uint32_t staged = 0;
+    struct session *first = NULL; /* this client's session to an earlier endpoint */
     for (uint32_t k = 0; k < c.eps.n; k++) {
         const struct endpoint *ep = &snap->eps[c.eps.idx ? c.eps.idx[k] : k];
         if (ep->addr.family == 0) {
@@ -610,10 +681,12 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
             session_seen_client(s, w->now_ns);
         } else if (ep->cfg && ep->cfg->is_draining) {
             continue; /* EDS health: no new sessions to it; existing ones go on (issue 10) */
-        } else if (!(s = open_session(w, &c.src, &ep->addr))) {
+        } else if (!(s = open_session(w, &c.src, &ep->addr, first))) {
             res->failed = true; /* counted by open_session */
             return;
         }
+        if (!first)
+            first = s;
         stage_upstream(w, s, i, data, c.pkt.len);
         staged++;
     }
@@ -712,11 +785,17 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
     w->rep_tx_iov[t].iov_len = c.pkt.len;
 }
 
-static void handle_upstream(struct worker *w, const struct snapshot *snap, uint32_t idx)
+static void handle_upstream(struct worker *w, const struct snapshot *snap, int fd)
 {
-    struct session *s = session_at(w->sessions, idx);
-    if (!s || s->fd < 0)
+    uint32_t idx = fd >= 0 && (uint32_t)fd < w->fd_map_len ? w->fd_map[fd] : 0;
+    struct session *s = idx ? session_at(w->sessions, idx - 1) : NULL;
+    if (!s || s->fd != fd) {
+        /* a pooled socket was emptied when pooled and receives nothing; should anything be
+         * queued, discard it so that the level-triggered event does not fire again */
+        if (fd >= 0 && !s)
+            sock_udp_disconnect(fd);
         return;
+    }
     for (int round = 0; round < RX_ROUNDS; round++) {
         if (w->n_rep == RX_BATCH)
             flush_replies(w);
@@ -827,8 +906,16 @@ static void handle_qcmp(struct worker *w)
 static void close_session(void *ctx, struct session *s)
 {
     struct worker *w = ctx;
-    if (s->fd >= 0)
-        close(s->fd); /* also leaves the epoll set */
+    if (s->fd >= 0) {
+        w->fd_map[s->fd] = 0;
+        /* a socket bound to a shared port keeps that port when disconnected: not pooled */
+        if (w->is_closing || s->is_port_bound || w->n_pool >= w->pool_cap ||
+            (s->shares_port && sock_share_port(s->fd, false) != 0) ||
+            sock_udp_disconnect(s->fd) != 0)
+            close(s->fd); /* also leaves the epoll set */
+        else
+            w->pool[w->n_pool++] = s->fd;
+    }
     s->fd = -1;
     ip_limit_release(w->ip_limit, &s->client);
     stat_add(&w->stats.sessions_expired, 1);
@@ -869,7 +956,7 @@ static void *worker_main(void *arg)
             else if (evs[i].data.u64 == QCMP_TOKEN)
                 handle_qcmp(w);
             else
-                handle_upstream(w, snap, (uint32_t)evs[i].data.u64);
+                handle_upstream(w, snap, (int)evs[i].data.u64);
         }
         flush_replies(w);
         session_expire(w->sessions, w->now_ns, expire_session, w);
@@ -909,7 +996,12 @@ void worker_destroy(struct worker *w)
 {
     if (!w)
         return;
+    w->is_closing = true;
     session_table_destroy(w->sessions, close_session, w);
+    for (uint32_t i = 0; i < w->n_pool; i++)
+        close(w->pool[i]);
+    free(w->pool);
+    free(w->fd_map);
     if (w->epfd >= 0)
         close(w->epfd);
     if (w->game_fd >= 0)

@@ -144,7 +144,7 @@ def test_ephemeral_port_exhaustion_is_counted_logged_and_recovers(quilkin_bin):
     import os
     import sys
     helper = os.path.join(os.path.dirname(__file__), "netns_ports.py")
-    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin], timeout=90)
+    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin, "exhaust"], timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert "error" not in out, out
@@ -159,6 +159,25 @@ def test_ephemeral_port_exhaustion_is_counted_logged_and_recovers(quilkin_bin):
     assert "net.ipv4.ip_local_port_range = 40000 40009 (10 ports" in warned[0]
     assert any("ephemeral ports available again" in m for _, m in msgs), msgs
     print(warned[0], file=sys.stderr)
+
+
+def test_fanout_sessions_of_one_client_share_a_local_port(quilkin_bin):
+    """Issue 11: a client whose datagrams go to 20 endpoints holds one local port, not 20
+    (SO_REUSEADDR + bind + connect: the kernel tells the replies apart by the full 4-tuple).
+    In a namespace whose ephemeral range has 10 ports, all 20 sessions open, every endpoint
+    sees the same proxy port, and each endpoint's tagged replies reach the client."""
+    import os
+    helper = os.path.join(os.path.dirname(__file__), "netns_ports.py")
+    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin, "fanout"], timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    assert out["sessions"] == 20
+    assert out["port_drops"] == 0
+    assert len(out["proxy_source_ports"]) == 1, out["proxy_source_ports"]
+    assert out["replies"] == 60  # 3 datagrams x 20 endpoints, each reply tagged by its echo
+    assert out["exit"] == 0, out["stderr"]
+    assert "Sanitizer" not in out["stderr"] and "runtime error" not in out["stderr"], out["stderr"]
 
 
 def test_debug_logs_sessions_and_rate_limited_drops(quilkin, echo_v4, clients):

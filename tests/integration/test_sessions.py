@@ -1,6 +1,7 @@
 """Sessions: expiry, refresh, shutdown drain, limits, dead endpoints, many clients
 (proxy.md §5, cli.md §5)."""
 
+import os
 import re
 import resource
 import select
@@ -61,6 +62,35 @@ def test_idle_session_expires_and_a_new_one_is_created(proxy, echo_v4, clients):
     assert new_upstream != upstream, "expired session's upstream port was reused"
     echo_v4.sendto(b"to-new-session", new_upstream)
     assert client.recv() == (b"to-new-session", ("127.0.0.1", p.port))
+
+
+def open_fds(p):
+    return len(os.listdir(f"/proc/{p.proc.pid}/fd"))
+
+
+def test_expired_session_socket_is_pooled_and_reused_on_a_fresh_port(proxy, echo_v4,
+                                                                       clients):
+    """Issue 11: an expired session's upstream socket is disconnected (its port goes back to
+    the host) and kept for the next session, which then costs one connect() instead of a
+    new socket. The new session gets a fresh port, and a datagram sent late to the old port
+    reaches nobody."""
+    p = proxy("--to", echo_v4.addr, "--session-timeout-secs", 1, "--workers", 1)
+    a = clients(p.port)
+    assert a.request(b"a") == (b"a", ("127.0.0.1", p.port))
+    old_upstream = echo_v4.snapshot()[0][1]
+    with_session = open_fds(p)
+    let_time_pass(2.5)  # the timeout and the 1 s sweep: the session is gone
+    assert open_fds(p) == with_session  # pooled, not closed
+    b = clients(p.port)
+    assert b.request(b"b") == (b"b", ("127.0.0.1", p.port))
+    assert open_fds(p) == with_session  # the pooled socket carries b: no new descriptor
+    new_upstream = echo_v4.snapshot()[1][1]
+    assert new_upstream != old_upstream
+    # at once, while b's session is well inside its 1 s timeout: the stale datagram first
+    echo_v4.sendto(b"stale", old_upstream)
+    echo_v4.sendto(b"fresh", new_upstream)
+    assert b.recv() == (b"fresh", ("127.0.0.1", p.port))  # not "stale"
+    a.expect_silence()
 
 
 def test_server_traffic_keeps_session_alive(proxy, echo_v4, clients):

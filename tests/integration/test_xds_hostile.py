@@ -71,10 +71,13 @@ def test_half_received_messages_are_capped_per_connection(quilkin_bin, manage, a
     peak = status_kib(pid, "VmHWM")
     assert a["connected"] == conns, a
     assert a["streams_submitted"] == conns * streams, a
-    # every stream is refused with RESOURCE_EXHAUSTED (8) once its connection's buffer is
-    # full, except the two per connection that fit (2 x 3.5 MiB <= 8 MiB): those end with
-    # DEADLINE_EXCEEDED (4) at the first-request timeout; none is left hanging
-    assert a["grpc_status"] == {"8": conns * (streams - 2), "4": conns * 2}, a
+    # streams are refused with RESOURCE_EXHAUSTED (8) once their connection's buffer is full;
+    # the few whose partial message fitted under the cap (which ones depends on how the
+    # client's writes interleave) end with DEADLINE_EXCEEDED (4) at the first-request
+    # timeout; none is left hanging
+    st = a["grpc_status"]
+    assert set(st) <= {"8", "4"} and sum(st.values()) == conns * streams, a
+    assert st.get("8", 0) >= conns * (streams - 5), a
     assert a["streams_open_at_end"] == 0, a
     assert a["request_bytes_sent"] < conns * streams * 7 * MIB // 2, a
     # what the server kept: at most the cap per connection (plus allocator slack), never
