@@ -136,18 +136,24 @@ def run_in_netns(argv, timeout):
     pytest.skip(f"cannot create a network namespace here: {last}")
 
 
+def netns_ports(quilkin_bin, mode):
+    """Runs tests/integration/netns_ports.py MODE in a private network namespace; its JSON."""
+    import os
+    helper = os.path.join(os.path.dirname(__file__), "netns_ports.py")
+    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin, mode], timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    return out
+
+
 def test_ephemeral_port_exhaustion_is_counted_logged_and_recovers(quilkin_bin):
     """Issue 8 #7: every session holds one local port; when the host's ephemeral range is
     used up, connect() fails with EAGAIN. That is counted as its own drop reason, logged once
     with the limit and how to raise it, and new sessions open again once ports are free.
     Reproduced in a private network namespace whose range is narrowed to 10 ports."""
-    import os
     import sys
-    helper = os.path.join(os.path.dirname(__file__), "netns_ports.py")
-    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin, "exhaust"], timeout=90)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert "error" not in out, out
+    out = netns_ports(quilkin_bin, "exhaust")
     assert out["sessions_exhausted"] == 10
     assert out["drops"] == 5 and out["errors"] == 5
     assert out["sessions_after"] == 20
@@ -166,12 +172,7 @@ def test_fanout_sessions_of_one_client_share_a_local_port(quilkin_bin):
     (SO_REUSEADDR + bind + connect: the kernel tells the replies apart by the full 4-tuple).
     In a namespace whose ephemeral range has 10 ports, all 20 sessions open, every endpoint
     sees the same proxy port, and each endpoint's tagged replies reach the client."""
-    import os
-    helper = os.path.join(os.path.dirname(__file__), "netns_ports.py")
-    r = run_in_netns(["/usr/bin/python3", helper, quilkin_bin, "fanout"], timeout=90)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert "error" not in out, out
+    out = netns_ports(quilkin_bin, "fanout")
     assert out["sessions"] == 20
     assert out["port_drops"] == 0
     assert len(out["proxy_source_ports"]) == 1, out["proxy_source_ports"]
