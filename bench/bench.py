@@ -267,6 +267,7 @@ class Bench:
         self.err = open(os.path.join(self.tmp, "loadgen.err"), "wb")
         self.targets = {}
         self.raw = []  # (label, RESULT line) of every run, for the raw section
+        self.round = 0  # 1-based round of the runs now under way (0: the syscall pass)
 
     def start(self, argv, log):
         f = open(os.path.join(self.tmp, log), "wb")
@@ -416,7 +417,8 @@ stream {{
                         on_mark(text[5:].strip())
                     elif text.startswith("RESULT "):
                         result = fields_of(text)
-                        self.raw.append((f"{label} {target.name}", text))
+                        where = f"round {self.round}" if self.round else "syscall pass"
+                        self.raw.append((f"{where}, {label}, {target.name}", text))
         finally:
             if p.poll() is None:
                 p.kill()
@@ -589,7 +591,8 @@ def count_strace(bench, target, sessions):
     rts = (num(r, "received") or 0) + (num(r, "warmup_received") or 0)
     span = (marks["start"], marks["end"]) if "start" in marks and "end" in marks else None
     return counts, rts, span, ("strace -c -f, attached for the whole run (warm-up included); "
-                               "strace slows the target, so this pass's CPU is not used")
+                               "strace stops the target at every call, so its batches grow "
+                               "and calls per round trip read low; this pass's CPU is unused")
 
 
 def perf_works(bench):
@@ -729,7 +732,9 @@ class Report:
         others = [k for k in ("nginx", "direct") if k in self.kinds]
         rows = []
         def add(label, get):
-            rows.append([label] + [fmt(ratio(get("quilkin"), get(o)), "x") for o in others])
+            vals = [ratio(get("quilkin"), get(o)) for o in others]
+            if any(v is not None for v in vals):  # CPU rows have no direct counterpart
+                rows.append([label] + [fmt(v, "x") for v in vals])
         for sessions, per in self.paced.items():
             add(f"paced {sessions} sessions: CPU per round trip",
                 lambda k, p=per: self.med(p[k], "cpu_us_rt") if k != "direct" else None)
@@ -797,6 +802,7 @@ def run(bench, rep):
     tp_rows = [(64, 1), (64, 64), (1200, 1), (1200, 64)]
     for r in range(max(st.rounds, st.tp_rounds)):
         order = rotated(kinds, r)
+        bench.round = r + 1
         print(f"round {r + 1}: {', '.join(NAMES[k] for k in order)}", file=sys.stderr)
         if "latency" in st.scenarios and r < st.rounds:
             for k in order:
@@ -811,6 +817,7 @@ def run(bench, rep):
                 for k in order:
                     rep.paced.setdefault(sessions, {x: [] for x in kinds})[k].append(
                         bench.paced(bench.targets[k], sessions))
+    bench.round = 0
     if "syscalls" in st.scenarios and st.syscall_tool != "none" and st.paced_sessions:
         tool = st.syscall_tool
         if tool == "auto":
