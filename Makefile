@@ -2,7 +2,10 @@
 #   make run     install deps, build, run the proxy on examples/quilkin.yaml
 #   make test    install deps, build with ASan+UBSan, run unit tests, fuzz replays,
 #                integration tests, and a bounded libFuzzer run
-#   make bench   install deps, build optimised, run bench/bench.sh (prints a table)
+#   make bench   install deps (and nginx, perf), build optimised, run bench/bench.sh: direct,
+#                nginx and quilkin-c in rotating rounds (latency, throughput, a paced load
+#                with CPU per round trip, syscalls per round trip); prints tables, ~7 min
+#   make bench-short  the same scenarios once each, briefly (~40 s), not in `make test`
 #   make soak    the field harness (bench/soak.py), full form: a few minutes, not in `make test`
 #   make soak-short  its short form (under 75 s), part of `make test`
 #   make attack  the attack harness (bench/attack.py), about 2 minutes, not in `make test`
@@ -19,7 +22,8 @@ BUILD_FUZZ := build-fuzz
 BUILD_TSAN := build-tsan
 FUZZ_SECS  ?= 40
 
-.PHONY: all deps build build-asan run test unit integration tsan fuzz bench soak soak-short \
+.PHONY: all deps bench-deps build build-asan run test unit integration tsan fuzz bench \
+	bench-short soak soak-short \
 	attack attack-short xds-bench xds-bench-short \
         clean fmt check-deps
 
@@ -27,6 +31,11 @@ all: build
 
 deps:
 	@bash scripts/install-deps.sh
+
+# What only the benchmark needs (nginx and its stream module, perf, strace): `make test`
+# does not install these.
+bench-deps:
+	@bash scripts/install-deps.sh --bench
 
 $(BUILD)/build.ninja $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -73,13 +82,19 @@ tsan: deps
 test: check-deps unit integration tsan fuzz soak-short attack-short
 	@echo "make test: all suites passed"
 
-bench: build
-	@echo "== plain proxy (--to) =="
+# The main comparison (direct, nginx, quilkin-c --to), then quilkin-c with a
+# Capture + TokenRouter chain against direct, one round, without the syscall pass.
+bench: build bench-deps
+	@echo "== direct vs nginx vs quilkin-c (--to) =="
 	bash bench/bench.sh $(BUILD)
 	@echo "== Capture + TokenRouter chain =="
-	BENCH_CONFIG=bench/capture_token_router.yaml bash bench/bench.sh $(BUILD)
+	BENCH_CONFIG=bench/capture_token_router.yaml BENCH_TARGETS="direct quilkin" \
+	  BENCH_ROUNDS=1 BENCH_SCENARIOS="latency throughput paced" bash bench/bench.sh $(BUILD)
 	@echo "== filter timing cost (Capture + TokenRouter, one thread, no I/O) =="
 	$(BUILD)/bench_chain_cost
+
+bench-short: build bench-deps
+	BENCH_QUICK=1 bash bench/bench.sh $(BUILD)
 
 # Field harness (issue 8): thousands of clients through a file-config and an xDS proxy with
 # churn, reloads, control-plane restarts and failing endpoints; accounts for every lost

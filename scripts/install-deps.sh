@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building, testing and benchmarking quilkin-c need.
+#   install-deps.sh          what `make build` and `make test` need
+#   install-deps.sh --bench  that, plus what `make bench` compares against and counts with:
+#                            nginx (/usr/sbin/nginx) and its stream module, perf, strace
 # Idempotent: when every package is already installed it returns without touching apt.
 set -euo pipefail
 
@@ -10,6 +13,15 @@ PKGS=(
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
   iproute2 util-linux libssl-dev openssl
 )
+# Debian 12: `nginx` ships /usr/sbin/nginx (nginx-light is a metapackage over it) and
+# libnginx-mod-stream /usr/lib/nginx/modules/ngx_stream_module.so; linux-perf ships perf.
+BENCH_PKGS=(nginx libnginx-mod-stream linux-perf strace)
+
+case "${1:-}" in
+  "") ;;
+  --bench) PKGS+=("${BENCH_PKGS[@]}") ;;
+  *) echo "usage: install-deps.sh [--bench]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do
