@@ -41,7 +41,8 @@
 #define ARENA_BYTES (64 * 1024)
 #define GAME_TOKEN UINT64_MAX
 #define QCMP_TOKEN (UINT64_MAX - 1)
-#define POOL_MAX 1024 /* idle upstream sockets kept per worker for the next sessions */
+#define POOL_MAX 4096 /* idle upstream sockets kept per worker for the next sessions: about
+                         a second of heavy churn (sessions expire a wheel slot at a time) */
 _Static_assert(SOCK_RXQ_CMSG_SPACE >= CMSG_SPACE(sizeof(uint32_t)), "room for SO_RXQ_OVFL");
 #define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
                        ignored, so junk never costs more than this */
@@ -331,7 +332,7 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
                         ? (uint32_t)rl.rlim_cur
                         : 1u << 24;
     w->fd_map = calloc(w->fd_map_len, sizeof(*w->fd_map)); /* zero pages until touched */
-    w->pool_cap = o->max_sessions / 8 < POOL_MAX ? o->max_sessions / 8 : POOL_MAX;
+    w->pool_cap = o->max_sessions / 4 < POOL_MAX ? o->max_sessions / 4 : POOL_MAX;
     w->pool = malloc(((size_t)w->pool_cap + 1) * sizeof(*w->pool));
     if (!w->fd_map || !w->pool) {
         err_set(e, "out of memory creating worker %u", o->index);
@@ -909,7 +910,9 @@ static void close_session(void *ctx, struct session *s)
     if (s->fd >= 0) {
         w->fd_map[s->fd] = 0;
         /* a socket bound to a shared port keeps that port when disconnected: not pooled */
+        /* live + pooled sockets stay within the table's capacity: the open-files budget */
         if (w->is_closing || s->is_port_bound || w->n_pool >= w->pool_cap ||
+            session_count(w->sessions) + w->n_pool >= session_capacity(w->sessions) ||
             (s->shares_port && sock_share_port(s->fd, false) != 0) ||
             sock_udp_disconnect(s->fd) != 0)
             close(s->fd); /* also leaves the epoll set */
