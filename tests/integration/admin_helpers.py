@@ -114,8 +114,9 @@ def quilkin(quilkin_bin, tmp_path):
     ``config`` is YAML text written to ``config_path`` (default a fresh file in tmp_path)
     and passed with ``-c``. ``admin=False`` passes ``--no-admin``. ``wait`` is True (wait
     for the "Quilkin is ready" log line), "admin" (poll GET /ready, for runs that log
-    nothing at INFO) or False. Every process is SIGKILLed at teardown and a sanitizer
-    report in its output fails the test.
+    nothing at INFO) or False. Every process still running at teardown is stopped with
+    SIGTERM, SIGTERM and must exit 0; a sanitizer report in its output fails the test
+    (conftest ``stop_all``).
     """
     started = []
 

@@ -1,12 +1,18 @@
 """Shared fixtures and helpers for the quilkin-c integration tests.
 
-Everything here talks to the real binary (env QUILKIN_BIN, default the ASan
-build) over loopback only (127.0.0.1 and ::1).  Rules (STYLE.md section 4):
+Everything here talks to the real binary (env QUILKIN_BIN, default this checkout's ASan
+build, build-asan/quilkin) over loopback only (127.0.0.1 and ::1).  Rules (STYLE.md
+section 4):
 
 * every wait is a bounded poll (``wait_until`` / ``Proxy.wait_log`` /
   ``UdpServer.wait_count`` / ``Client.recv``), never a bare sleep where a
   poll works;
-* every process started is killed at teardown (``proxy`` fixture);
+* every process still running at teardown is stopped the way an operator stops it
+  (SIGTERM, then a second SIGTERM once the first was taken: cli.md section 5), must exit 0
+  within a bound, and fails the test on any sanitizer report (AddressSanitizer,
+  LeakSanitizer, which only runs on a normal exit, UndefinedBehaviorSanitizer,
+  ThreadSanitizer and its exit status 66); a process that ended earlier must not have died
+  from a signal nobody sent (``stop_all``);
 * tests assert bytes on the wire and log lines.
 """
 
@@ -21,7 +27,8 @@ import time
 
 import pytest
 
-QUILKIN_BIN = os.environ.get("QUILKIN_BIN", "/work/main/build-asan/quilkin")
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+QUILKIN_BIN = os.environ.get("QUILKIN_BIN", os.path.join(REPO, "build-asan", "quilkin"))
 
 # Default receive timeout for "this datagram must arrive".
 RECV_TIMEOUT = 2.0
@@ -44,7 +51,16 @@ _CLEARED_ENV = (
     "QUILKIN_TLS_KEY", "QUILKIN_TLS_CLIENT_CA", "SSL_CERT_FILE", "SSL_CERT_DIR",
 )
 
-_SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# Any of these in a process's output is a sanitizer report (or a sanitizer that could not
+# run, e.g. "LeakSanitizer has encountered a fatal error"): the test fails.
+_SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer",
+                      "UndefinedBehaviorSanitizer", "runtime error:")
+# The exit status `make tsan` gives ThreadSanitizer (TSAN_OPTIONS exitcode=66; also its
+# default), so a report is seen even when its text was lost.
+TSAN_EXIT = 66
+# Teardown: how long a process may take to exit after SIGTERM, SIGTERM (a leak check of a
+# large ASan heap included).
+STOP_TIMEOUT = 30.0
 
 
 # --------------------------------------------------------------------------
@@ -102,18 +118,63 @@ def fmt_addr(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def signal_pending(pid, sig):
+    """True while ``sig`` sent to process ``pid`` has not been taken yet (quilkin blocks it in
+    every thread and reads it from a signalfd, so it stays pending until then)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("ShdPnd:", "SigPnd:")) and \
+                        int(line.split()[1], 16) & (1 << (sig - 1)):
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def sigterm_twice(proc, timeout=5.0):
+    """SIGTERM to the Popen ``proc``, and once it has taken that one, a second SIGTERM
+    (cli.md section 5: the second ends a proxy's drain at once). Two signals sent before
+    the first is taken would merge into one."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and signal_pending(proc.pid, signal.SIGTERM) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+
+
 def clean_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+    # LeakSanitizer is on by default for ASan on x86-64 Linux; say so, so that a caller's
+    # ASAN_OPTIONS cannot turn it off (the last setting of an option wins).
+    asan = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "detect_leaks=1"
     if extra:
         env.update(extra)
     return env
 
 
-def run_quilkin(args, cwd, timeout=10, env=None):
-    """Run the binary to completion (for CLI tests); returns CompletedProcess."""
-    return subprocess.run([QUILKIN_BIN, *args], cwd=cwd, env=clean_env(env),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
+def sanitizer_markers(text):
+    """The sanitizer markers found in ``text``."""
+    return [m for m in _SANITIZER_MARKERS if m in text]
+
+
+def run_quilkin(args, cwd=None, timeout=10, env=None):
+    """Run the binary to completion (for CLI tests); returns CompletedProcess. A sanitizer
+    report in its output, or ThreadSanitizer's exit status, fails the test here, whatever
+    status the caller expects."""
+    r = subprocess.run([QUILKIN_BIN, *args], cwd=cwd, env=clean_env(env),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=timeout)
+    found = sanitizer_markers(r.stdout + r.stderr)
+    if found or r.returncode == TSAN_EXIT:
+        pytest.fail(f"quilkin {args}: sanitizer report {found} (exit {r.returncode})\n"
+                    + r.stderr[-6000:])
+    return r
 
 
 def _plain_value(v):
@@ -309,6 +370,8 @@ class Proxy:
                                      stderr=subprocess.PIPE)
         self.stdout_lines = []      # raw text lines
         self.stderr_lines = []
+        self.killed = False         # SIGKILLed on purpose (kill()): its status is no crash
+        self.stopping = False       # stop_all_begin sent it the first SIGTERM
         self._cond = threading.Condition()
         self._readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines),
@@ -409,8 +472,23 @@ class Proxy:
     def running(self):
         return self.proc.poll() is None
 
+    def signal_pending(self, sig):
+        return signal_pending(self.proc.pid, sig)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """Stops the process as an operator does and returns its exit status: SIGTERM, then,
+        once the process has taken it, a second SIGTERM (cli.md section 5: the first starts a
+        proxy's drain, the second ends it at once; `manage` exits on the first). Two signals
+        sent before the first is taken would merge into one. SIGKILLs it and fails when it
+        is still running after ``timeout`` seconds."""
+        stop_all_begin([self])
+        return stop_all_finish([self], timeout)[0]
+
     def kill(self):
+        """SIGKILL: for tests that simulate a crash or need the process gone at once (no
+        leak check runs)."""
         if self.proc.poll() is None:
+            self.killed = True
             self.proc.kill()
         try:
             self.proc.wait(timeout=10)
@@ -421,7 +499,7 @@ class Proxy:
 
     def sanitizer_reports(self):
         text = self.stderr_text() + "\n" + "\n".join(self.stdout_lines)
-        return [m for m in _SANITIZER_MARKERS if m in text]
+        return sanitizer_markers(text)
 
 
 # --------------------------------------------------------------------------
@@ -489,16 +567,66 @@ def write_config(tmp_path):
     return write
 
 
+def stop_all_begin(procs):
+    """The first SIGTERM to every process of ``procs`` still running."""
+    for p in procs:
+        p.stopping = p.running()
+        if p.stopping:
+            p.proc.send_signal(signal.SIGTERM)
+
+
+def stop_all_finish(procs, timeout=STOP_TIMEOUT):
+    """After stop_all_begin: the second SIGTERM once the first was taken, then a bounded wait
+    for all; returns their exit statuses (None: did not exit, SIGKILLed)."""
+    deadline = time.monotonic() + 5.0
+    for p in procs:
+        if not p.stopping:
+            continue
+        while p.running() and p.signal_pending(signal.SIGTERM) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        if p.running():
+            p.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    out = []
+    for p in procs:
+        try:
+            rc = p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(10)
+            rc = None
+        for t in p._readers:
+            t.join(5)
+        out.append(rc)
+    return out
+
+
 def stop_all(started):
-    """Kills every process in `started` and fails the test if any sanitizer reported."""
-    reports = []
-    for p in started:
-        p.kill()
+    """Teardown of every process in ``started``: those still running are stopped gracefully
+    (Proxy.stop, all at once) and must exit 0; every one must be free of sanitizer reports,
+    must not have exited with ThreadSanitizer's status, and must not have died from a signal
+    other than the SIGKILL of Proxy.kill(). Fails the test otherwise."""
+    stop_all_begin(started)
+    statuses = stop_all_finish(started)
+    problems = []
+    for p, rc in zip(started, statuses):
+        what = []
+        if p.stopping and rc is None:
+            what.append(f"still running {STOP_TIMEOUT:.0f} s after SIGTERM, SIGTERM")
+        elif p.stopping and rc != 0:
+            what.append(f"exit status {rc} after SIGTERM, SIGTERM (expected 0)")
+        elif rc == TSAN_EXIT:
+            what.append(f"exit status {TSAN_EXIT} (ThreadSanitizer)")
+        elif rc is not None and rc < 0 and not p.killed:
+            what.append(f"died from signal {-rc}")
         found = p.sanitizer_reports()
         if found:
-            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
-    if reports:
-        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
+            what.append(f"sanitizer report {found}")
+        if what:
+            problems.append(f"{p.argv}: {'; '.join(what)}\n{p.log_tail(80)}")
+    if problems:
+        pytest.fail("process teardown:\n" + "\n".join(problems))
 
 
 @pytest.fixture
@@ -511,8 +639,8 @@ def proxy(quilkin_bin, tmp_path):
     ``config`` is YAML text (written to a file passed with ``-c``).
     ``proxy_args`` go after the ``proxy`` sub-command (the port is added as
     ``--port P``, ``-p P`` or ``--port=P`` according to ``port_style``).
-    Every process is SIGKILLed at teardown if still running, and a sanitizer
-    report on its output fails the test.
+    Every process still running at teardown is stopped with SIGTERM, SIGTERM and must exit
+    0; a sanitizer report on its output fails the test (``stop_all``).
     """
     started = []
 

@@ -201,7 +201,7 @@ def test_load_balancer_hash_is_sticky_and_stable_across_restarts(proxy, servers)
         first = mapping(port1, b"one")
         assert len(first) == len(cs)
         assert len(set(first.values())) > 1  # 12 clients do not all hash alike
-        p1.kill()
+        assert p1.stop() == 0
 
         port2 = free_port()
         proxy(config=cfg, port=port2)

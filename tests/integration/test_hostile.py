@@ -235,18 +235,22 @@ def test_a_stuck_stdout_never_stalls_forwarding(quilkin_bin, tmp_path, servers):
     """Issue 9 #7: workers used to write(2) their log lines to stdout; with a stdout nobody
     reads (a stuck log shipper) the first worker to log blocked, and its players with it.
     With RUST_LOG=debug every new session logs a line; 3,000 sessions write far more than a
-    pipe holds, and traffic must still flow."""
+    pipe holds, and traffic must still flow. Stopping it must not hang either: it exits 0
+    after SIGTERM, SIGTERM with stdout still stuck."""
     import subprocess
+    import tempfile
     from admin_helpers import free_tcp_port, http_request
-    from conftest import clean_env, free_port
+    from conftest import clean_env, free_port, sanitizer_markers, sigterm_twice
     echo = servers("127.0.0.1")
     port, admin = free_port(), free_tcp_port()
+    errf = tempfile.TemporaryFile()  # a file, not a pipe: stderr must never block it
     proc = subprocess.Popen(
         [quilkin_bin, "--admin-address", f"127.0.0.1:{admin}", "--log-format", "json",
          "proxy", "--port", str(port), "--qcmp-port", str(free_port()), "--to", echo.addr,
          "--max-sessions-per-ip", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL,
         env=clean_env({"RUST_LOG": "debug"}))  # stdout is never read
+    rc = None
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -271,6 +275,15 @@ def test_a_stuck_stdout_never_stalls_forwarding(quilkin_bin, tmp_path, servers):
         dropped = [float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith("quilkin_log_lines_dropped_total")]
         assert dropped and dropped[0] > 0, "the test did not fill stdout"
+        sigterm_twice(proc)
+        rc = proc.wait(20)
     finally:
-        proc.kill()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
+        errf.close()
+    assert rc == 0, (rc, err[-4000:])
+    assert not sanitizer_markers(err), err[-8000:]

@@ -372,7 +372,7 @@ def test_quiet_with_admin_prints_nothing(quilkin, echo_v4, clients):
     wait_metric(p, "quilkin_config_reloads_total", 1, result="rejected")
     write_in_place(p.config_path, config_for(echo_v4.addr, "127.0.0.1:9"))
     wait_metric(p, "quilkin_config_reloads_total", 1, result="applied")
-    p.kill()
+    assert p.stop() == 0
     assert p.stdout_lines == []
     assert p.stderr_lines == []
 

@@ -916,7 +916,8 @@ def manage(quilkin_bin, tmp_path, xds_pb):
     ``file_text`` is written to the provider file (``p.file_path``) unless ``path`` names
     one the caller prepared; ``OWN`` only sets the server id. The
     returned Proxy has ``xds_port``, ``target`` ("127.0.0.1:X"), ``url`` ("http://...") and
-    ``admin_host``/``admin_port``. SIGKILLed at teardown; sanitizer reports fail the test.
+    ``admin_host``/``admin_port``. Stopped with SIGTERM at teardown and must exit 0;
+    sanitizer reports fail the test (conftest ``stop_all``).
     """
     started = []
 
