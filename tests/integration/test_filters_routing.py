@@ -8,12 +8,11 @@ arrived, an earlier packet that was not dropped would have arrived too.
 """
 
 import base64
-import subprocess
 import time
 
 import pytest
 
-from conftest import SILENCE, clean_env
+from conftest import SILENCE, run_quilkin
 
 
 def b64(data):
@@ -266,33 +265,16 @@ def test_concatenate_bad_config_is_rejected(quilkin_bin, tmp_path, servers):
   - name: quilkin.filters.concatenate.v1alpha1.Concatenate
     config: { on_read: append, bytes: dG9r }
 """))
-    proc = subprocess.run([quilkin_bin, "--no-admin", "-c", str(path), "proxy", "--port", "0"],
-                          cwd=str(tmp_path), env=clean_env(), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=10)
-    assert proc.returncode != 0
+    proc = run_quilkin(["--no-admin", "-c", str(path), "proxy", "--port", "0"],
+                       cwd=str(tmp_path))
+    # spec cli.md §5: a bad config is a start-up error, exit 255 (a crash would differ)
+    assert proc.returncode == 255, (proc.returncode, proc.stderr)
     assert "unknown variant `append`" in proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------
 # Match + Capture + Concatenate (filters.md §10, v0.7.0 tests/match.rs)
 # --------------------------------------------------------------------------
-
-def start_or_skip_unregistered(proxy, cfg, timeout=10.0):
-    """Start the proxy; skip when it rejects the config because a filter is not found."""
-    p = proxy(config=cfg, wait=False)
-    deadline = time.monotonic() + timeout
-    while not p.find("Quilkin is ready"):
-        if not p.running():
-            p.wait_exit(5)
-            out = "\n".join(p.messages()) + "\n" + p.stderr_text()
-            if "not found" in out:
-                pytest.skip("Match not registered")
-            raise AssertionError("quilkin exited before it was ready\n" + p.log_tail())
-        if time.monotonic() >= deadline:
-            raise AssertionError("quilkin not ready\n" + p.log_tail())
-        time.sleep(0.02)
-    return p
-
 
 def test_match_capture_concatenate(proxy, servers, clients):
     echo = servers(echo=True)
@@ -323,7 +305,7 @@ def test_match_capture_concatenate(proxy, servers, clients):
               on_read: APPEND
               bytes: {b64(b"abc")}
 """
-    p = start_or_skip_unregistered(proxy, config([(echo, None)], filters))
+    p = proxy(config=config([(echo, None)], filters))  # a start-up failure fails the test
     client = clients(p.port)
     for sent, want in [(b"helloabc", b"helloxyz"), (b"helloxyz", b"helloabc"),
                        (b"hellodef", b"hellodef"), (b"hellofgh", b"hellodef")]:
