@@ -6,14 +6,13 @@ import re
 import select
 import socket
 import struct
-import subprocess
 import time
 
 import pytest
 
 from admin_helpers import decode_reply, qcmp_ping, qcmp_reply, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import QUILKIN_BIN, SILENCE, clean_env, closed_port, fmt_addr, record_text
+from conftest import SILENCE, closed_port, fmt_addr, record_text, run_quilkin
 
 CLOCK_SLACK_NS = 5 * 10**9
 
@@ -221,9 +220,7 @@ def test_qcmp_port_zero_picks_a_port(quilkin, echo_v4):
 # --------------------------------------------------------------------------
 
 def run_ping(args, timeout=15, global_args=()):
-    return subprocess.run([QUILKIN_BIN, *global_args, "qcmp", "ping", *args],
-                          env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_quilkin([*global_args, "qcmp", "ping", *args], timeout=timeout)
 
 
 def messages(stdout):
@@ -390,8 +387,7 @@ def test_qcmp_ping_bad_arguments_exit_2(args):
 
 
 def test_qcmp_without_ping_subcommand_exits_2():
-    r = subprocess.run([QUILKIN_BIN, "qcmp"], env=clean_env(), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=5)
+    r = run_quilkin(["qcmp"], timeout=5)
     assert r.returncode == 2
     assert r.stderr.strip()
 
