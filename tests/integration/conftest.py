@@ -79,6 +79,18 @@ def wait_until(pred, timeout, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def expect_quiet(check, within=SILENCE, interval=0.02):
+    """A negative check as a bounded poll: ``check()`` raises AssertionError once something
+    that must not happen has happened; it is called every ``interval`` for ``within`` seconds,
+    so a violation fails at once instead of after a sleep through the whole window."""
+    deadline = time.monotonic() + within
+    while True:
+        check()
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
 _handed_out_ports = set()
 
 

@@ -7,6 +7,7 @@ import time
 
 from admin_helpers import scrape, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
+from conftest import wait_until
 
 SESSION_LABELS = {"asn": "0", "country_code": "", "ip_prefix": "", "organization": "",
                   "prefix_entity": "", "prefix_name": ""}
@@ -157,7 +158,9 @@ def test_idle_connections_cannot_starve_live(quilkin, echo_v4):
         # one address cannot hold more than 16: the rest are closed at once
         greedy = [idle_connection(p, "127.0.2.1") for _ in range(30)]
         held += greedy
-        time.sleep(0.3)  # the refused ones are closed at once; the others idle for 5 s
+        # the refused ones are closed at once; the others idle for 5 s
+        wait_until(lambda: sum(1 for s in greedy if is_closed_by_server(s, 0.01)) >= 30 - 16,
+                   3.0, what="14 connections closed")
         refused = sum(1 for s in greedy if is_closed_by_server(s, 0.01))
         assert refused == 30 - 16, refused
         assert admin_get(p, "/live", timeout=2.0).status == 200

@@ -7,11 +7,10 @@ import json
 import os
 import shutil
 import signal
-import time
 
 from admin_helpers import admin_get, scrape, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import wait_until
+from conftest import expect_quiet, wait_until
 from xds_helpers import manage, xds_pb  # noqa: F401  (fixtures)
 
 SWITCH_TIMEOUT = 5.0
@@ -226,8 +225,10 @@ def test_manage_follows_configmap_updates_and_sighup(manage, quilkin, servers, c
     # a proxy fed by xDS has no file to re-read: SIGHUP is logged and harmless
     p.signal(signal.SIGHUP)
     p.wait_log("SIGHUP: the configuration comes from the management server")
-    time.sleep(0.1)
-    assert p.running() and m.running()
+
+    def both_running():
+        assert p.running() and m.running()
+    expect_quiet(both_running, 0.3)
     assert cl.request(b"2")[0] == b"B|2"
 
 

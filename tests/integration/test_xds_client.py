@@ -10,7 +10,7 @@ import time
 
 from admin_helpers import free_tcp_port, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import SILENCE, wait_until
+from conftest import SILENCE, expect_quiet, wait_until
 from xds_helpers import (DEBUG, DROP, PASS, SUBSCRIPTION_ORDER, TYPE_CLA, TYPE_CLUSTER,
                          TYPE_LISTENER, capture_suffix, cla, cluster, concatenate_filter,
                          debug_filter, drop_filter, endpoint, filter_entry, listener,
@@ -63,10 +63,12 @@ def assert_nack(reply, resp, needle=None):
 
 
 def silent(server, before, within=SILENCE):
-    """Assert ``server`` receives nothing beyond its first ``before`` datagrams."""
-    time.sleep(within)
-    got = server.snapshot()[before:]
-    assert not got, f"{server.addr} unexpectedly received {got!r}"
+    """Assert ``server`` receives nothing beyond its first ``before`` datagrams (a bounded
+    poll over ``within`` seconds)."""
+    def check():
+        got = server.snapshot()[before:]
+        assert not got, f"{server.addr} unexpectedly received {got!r}"
+    expect_quiet(check, within)
 
 
 # --------------------------------------------------------------------------
@@ -100,8 +102,10 @@ def test_subscriptions_order_and_bytes(quilkin, control_plane):
     assert st.raw[0].endswith(bytes([0x22, len(url)]) + url), st.raw[0].hex()
     # no response yet: not ready, 503 while the management server has not answered
     assert ready_status(p) == 503
-    time.sleep(0.3)
-    assert len(st.reqs()) == 3, "unexpected extra requests before any response"
+
+    def no_extra_request():
+        assert len(st.reqs()) == 3, "unexpected extra requests before any response"
+    expect_quiet(no_extra_request, 0.3)
     assert len(cp.streams) == 1
 
 
@@ -544,8 +548,10 @@ def test_a_dead_link_is_noticed_by_the_keepalive(quilkin, control_plane, servers
         p = quilkin("-m", f"http://127.0.0.1:{bh.port}", "--xds-keepalive-interval-secs", "1",
                     "--xds-keepalive-timeout-secs", "1", config=proxy_config("ka-proxy"))
         wait_ready_status(p, 200)
-        time.sleep(2.5)  # idle but alive: the PINGs are answered, it stays ready
-        assert ready_status(p) == 200
+        # idle but alive: the PINGs are answered, it stays ready (polled for 2.5 s)
+        def still_ready():
+            assert ready_status(p) == 200
+        expect_quiet(still_ready, 2.5, interval=0.1)
         bh.frozen.set()
         t0 = time.monotonic()
         wait_ready_status(p, 503, timeout=8)
