@@ -487,12 +487,12 @@ class Proxy:
     def signal_pending(self, sig):
         return signal_pending(self.proc.pid, sig)
 
-    def stop(self, timeout=STOP_TIMEOUT):
+    def stop(self, timeout=None):
         """Stops the process as an operator does and returns its exit status: SIGTERM, then,
         once the process has taken it, a second SIGTERM (cli.md section 5: the first starts a
         proxy's drain, the second ends it at once; `manage` exits on the first). Two signals
-        sent before the first is taken would merge into one. SIGKILLs it and fails when it
-        is still running after ``timeout`` seconds."""
+        sent before the first is taken would merge into one. When it is still running after
+        ``timeout`` seconds (default STOP_TIMEOUT) it is SIGKILLed and None returned."""
         stop_all_begin([self])
         return stop_all_finish([self], timeout)[0]
 
@@ -587,9 +587,11 @@ def stop_all_begin(procs):
             p.proc.send_signal(signal.SIGTERM)
 
 
-def stop_all_finish(procs, timeout=STOP_TIMEOUT):
+def stop_all_finish(procs, timeout=None):
     """After stop_all_begin: the second SIGTERM once the first was taken, then a bounded wait
-    for all; returns their exit statuses (None: did not exit, SIGKILLed)."""
+    (``timeout``, default STOP_TIMEOUT) for all; returns their exit statuses (None: did not
+    exit, SIGKILLed)."""
+    timeout = STOP_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + 5.0
     for p in procs:
         if not p.stopping:
@@ -625,7 +627,8 @@ def stop_all(started):
     for p, rc in zip(started, statuses):
         what = []
         if p.stopping and rc is None:
-            what.append(f"still running {STOP_TIMEOUT:.0f} s after SIGTERM, SIGTERM")
+            what.append(f"still running {STOP_TIMEOUT:.0f} s after SIGTERM, SIGTERM "
+                        f"(SIGKILLed)")
         elif p.stopping and rc != 0:
             what.append(f"exit status {rc} after SIGTERM, SIGTERM (expected 0)")
         elif rc == TSAN_EXIT:
