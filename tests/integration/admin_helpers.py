@@ -109,22 +109,26 @@ def quilkin(quilkin_bin, tmp_path):
     """Factory that starts ``quilkin [global] proxy --port P --qcmp-port Q ARGS``.
 
     ``quilkin(*proxy_args, config=None, config_path=None, admin=True, admin_host="127.0.0.1",
-    global_args=(), env=None, wait=True, port=None, qcmp_port=None)``
+    global_args=(), env=None, wait=True, port=None, qcmp_port=None, wrapper=(),
+    preexec_fn=None)``
 
     ``config`` is YAML text written to ``config_path`` (default a fresh file in tmp_path)
     and passed with ``-c``. ``admin=False`` passes ``--no-admin``. ``wait`` is True (wait
     for the "Quilkin is ready" log line), "admin" (poll GET /ready, for runs that log
-    nothing at INFO) or False. Every process still running at teardown is stopped with
+    nothing at INFO) or False. ``wrapper`` is a command that execs the rest of the argv in
+    the same process (e.g. ``unshare -m -- sh -c '...; exec "$@"' sh``), ``preexec_fn`` runs
+    in the child before exec. Every process still running at teardown is stopped with
     SIGTERM, SIGTERM and must exit 0; a sanitizer report in its output fails the test
     (conftest ``stop_all``).
     """
     started = []
 
     def start(*proxy_args, config=None, config_path=None, admin=True, admin_host="127.0.0.1",
-              global_args=(), env=None, wait=True, port=None, qcmp_port=None):
+              global_args=(), env=None, wait=True, port=None, qcmp_port=None, wrapper=(),
+              preexec_fn=None):
         port = port if port is not None else free_port()
         qcmp_port = qcmp_port if qcmp_port is not None else free_port()
-        argv = [quilkin_bin]
+        argv = [*wrapper, quilkin_bin]
         admin_port = None
         if admin:
             admin_port = free_tcp_port(admin_host)
@@ -141,7 +145,7 @@ def quilkin(quilkin_bin, tmp_path):
         argv += list(global_args)
         argv += ["proxy", "--port", str(port), "--qcmp-port", str(qcmp_port),
                  *[str(a) for a in proxy_args]]
-        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env)
+        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env, preexec_fn=preexec_fn)
         p.admin_host = admin_host
         p.admin_port = admin_port
         p.qcmp_port = qcmp_port
@@ -354,10 +358,26 @@ def parse_prometheus(text):
     return Metrics(families, text)
 
 
+# The labels of quilkin_session_active (spec admin.md section 4: v0.7.0's geo labels, with
+# asn "0" when no ASN database is loaded).
+SESSION_LABELS = {"asn": "0", "country_code": "", "ip_prefix": "", "organization": "",
+                  "prefix_entity": "", "prefix_name": ""}
+
+
 def scrape(p):
     r = admin_get(p, "/metrics")
     assert r.status == 200, r
     return parse_prometheus(r.text)
+
+
+def wait_drops(p, reason, expected, event="read", timeout=3.0):
+    """Polls until ``reason`` (the full label text) has ``expected`` drops in both
+    quilkin_packets_dropped_total{source} and quilkin_errors_total{display} (spec admin.md
+    section 4.1: a dropped packet counts in both); returns the final parse."""
+    wait_metric(p, "quilkin_packets_dropped_total", expected, timeout=timeout, asn="",
+                ip_prefix="", event=event, source=reason)
+    return wait_metric(p, "quilkin_errors_total", expected, timeout=timeout, asn="",
+                       ip_prefix="", event=event, display=reason)
 
 
 def wait_metric(p, name, expected, timeout=3.0, **labels):

@@ -374,12 +374,13 @@ class Client:
 class Proxy:
     """A running ``quilkin`` process with its stdout/stderr captured by threads."""
 
-    def __init__(self, argv, cwd, port=None, env=None):
+    def __init__(self, argv, cwd, port=None, env=None, preexec_fn=None):
+        """``preexec_fn`` runs in the child before exec (e.g. to set its resource limits)."""
         self.argv = argv
         self.port = port
         self.proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(env),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         self.stdout_lines = []      # raw text lines
         self.stderr_lines = []
         self.killed = False         # SIGKILLed on purpose (kill()): its status is no crash
@@ -649,7 +650,7 @@ def proxy(quilkin_bin, tmp_path):
     """Factory that starts a proxy and waits for "Quilkin is ready".
 
     ``proxy(*proxy_args, config=None, port=None, global_args=(), env=None, wait=True,
-    port_style="--port")``
+    port_style="--port", preexec_fn=None)``
 
     ``config`` is YAML text (written to a file passed with ``-c``).
     ``proxy_args`` go after the ``proxy`` sub-command (the port is added as
@@ -660,7 +661,7 @@ def proxy(quilkin_bin, tmp_path):
     started = []
 
     def start(*proxy_args, config=None, port=None, global_args=(), env=None, wait=True,
-              port_style="--port"):
+              port_style="--port", preexec_fn=None):
         port = port if port is not None else free_port()
         if port_style.endswith("="):
             port_args = [f"{port_style}{port}"]
@@ -675,7 +676,7 @@ def proxy(quilkin_bin, tmp_path):
         # A private QCMP port too, so proxies never share the default 7600.
         argv += ["proxy", *port_args, "--qcmp-port", str(free_port()),
                  *[str(a) for a in proxy_args]]
-        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env)
+        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env, preexec_fn=preexec_fn)
         started.append(p)
         if wait:
             p.wait_ready()
