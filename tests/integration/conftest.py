@@ -220,7 +220,7 @@ class UdpServer:
     callable ``data -> bytes`` giving the reply.
     """
 
-    def __init__(self, host="127.0.0.1", echo=True):
+    def __init__(self, host="127.0.0.1", echo=True, port=0):
         self.host = host
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
@@ -228,7 +228,7 @@ class UdpServer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         except OSError:
             pass
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
         self.echo = echo
         self.received = []          # list of (bytes, (ip, port))
@@ -528,11 +528,12 @@ def quilkin_bin():
 
 @pytest.fixture
 def servers():
-    """Factory: ``servers(host='127.0.0.1', echo=True)`` -> UdpServer, closed at teardown."""
+    """Factory: ``servers(host='127.0.0.1', echo=True, port=0)`` -> UdpServer, closed at
+    teardown."""
     made = []
 
-    def make(host="127.0.0.1", echo=True):
-        s = UdpServer(host, echo=echo)
+    def make(host="127.0.0.1", echo=True, port=0):
+        s = UdpServer(host, echo=echo, port=port)
         made.append(s)
         return s
 
