@@ -1,6 +1,13 @@
 """Admin HTTP server (spec admin.md): routes and status codes, listen address handling,
 /metrics as strict Prometheus text whose figures match the traffic sent, /config as JSON
-equal to the YAML it came from."""
+equal to the YAML it came from.
+
+Expected values: routes, status codes, content types, metric names, labels, buckets and
+their counting rules, and /config's shape are the spec's (admin.md sections 2-5, config.md
+section 7). quilkin-c's (docs/test-expectations.md): the extension families
+quilkin_qcmp_packets_total and quilkin_config_reloads_total (E4), the cluster gauges of a
+static config (E4, spec SHOULD), exit 255 when the admin port is taken (E3, spec SHOULD),
+and the log lines `admin server listening` and `shutdown complete` (E1)."""
 
 import json
 import signal

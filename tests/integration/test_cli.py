@@ -1,4 +1,11 @@
-"""Command line, exit statuses, config errors and config lookup (cli.md, config.md)."""
+"""Command line, exit statuses, config errors and config lookup (cli.md, config.md).
+
+Expected values: option names, env vars, defaults, the `Starting Quilkin` record and exit
+statuses 0/2/255 (a bad config, no endpoint, a port that cannot be bound) are the spec's
+(cli.md sections 1, 2, 5); config error texts are the v0.7.0 messages spec config.md quotes
+(with file:line:col and the key path, README). 255 for relay/agent/manage agones, the
+`listening on` and `--relay is not supported` lines and the bind error's wording are
+quilkin-c's (docs/test-expectations.md E1, E3)."""
 
 import json
 import os

@@ -5,7 +5,10 @@ asserts the bytes seen by the servers and by the client.  "Nothing arrived"
 is checked by sending a sentinel through the same client afterwards: one
 client 4-tuple is served by one worker in order, so once the sentinel has
 arrived, an earlier packet that was not dropped would have arrived too.
-"""
+
+Expected values: bytes on the wire and what is dropped are the spec's (filters.md sections
+2, 4, 10, 13; v0.7.0 tests/match.rs); exit 255 for a bad filter config is spec cli.md
+section 5."""
 
 import base64
 

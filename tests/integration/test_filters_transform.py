@@ -1,6 +1,10 @@
 """Filters that transform or route packets end to end: Compress (filters.md §3) across
 two chained proxies and against the spec's Snappy vectors, garbage dropped by a DECOMPRESS
-proxy, Match routing on captured metadata (§10) and Timestamp (§12) leaving packets alone."""
+proxy, Match routing on captured metadata (§10) and Timestamp (§12) leaving packets alone.
+
+Expected values: the Snappy framing vectors and filter semantics are the spec's
+(filters.md sections 3, 10, 12); every filter is registered (spec filters.md section 1.1),
+so a proxy that does not start fails the test."""
 
 import random
 import struct

@@ -1,6 +1,12 @@
 """Hostile traffic (issue 9): spoofed sources must not hold sessions (and local ports) for the
 idle timeout, one address must not take every session, and each refusal is counted by
-reason. Loopback only; spoofed sources are other 127/8 addresses that never send again."""
+reason. Loopback only; spoofed sources are other 127/8 addresses that never send again.
+
+Expected values: every limit here is a quilkin-c extension with the defaults and metrics of
+README "Security: hostile traffic" and the option table (--unconfirmed-session-timeout-secs,
+--max-sessions-per-ip, admin connection limits, quilkin_kernel_drops_total,
+quilkin_log_lines_dropped_total); reason texts and log lines: docs/test-expectations.md
+E1, E2, E4, E5."""
 
 import socket
 import time

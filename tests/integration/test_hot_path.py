@@ -12,7 +12,10 @@ packet, whatever the data path's design.
 
 QUILKIN_PLAIN_BIN and ALLOCCOUNT_LIB override where the binary and the library are
 (default build/quilkin and build/liballoccount.so, which `make build` makes; `make
-integration` builds them)."""
+integration` builds them).
+
+Expected values: the claim is README's ("no heap allocation or lock per packet",
+STYLE.md's hot-path rules); the bound N/100 is the test's (docs/test-expectations.md E7)."""
 
 import mmap
 import os

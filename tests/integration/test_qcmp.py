@@ -1,5 +1,11 @@
 """QCMP (spec qcmp.md): the proxy's responder on --qcmp-port over IPv4 and IPv6, what it
-ignores, its counters, and the `quilkin qcmp ping` client (exit 0 / 1 / 2)."""
+ignores, its counters, and the `quilkin qcmp ping` client (exit 0 / 1 / 2).
+
+Expected values: packet bytes, what is answered and the client's output fields are the
+spec's (qcmp.md sections 2-6, with its test vectors); `qcmp ping` exiting 1 without a
+successful ping is a deliberate deviation (spec README), the kind="..." counters and the
+per-source rate limit (20/s, burst 40) are quilkin-c extensions (README "QCMP", "Security";
+docs/test-expectations.md E3, E4, E5)."""
 
 import json
 import re

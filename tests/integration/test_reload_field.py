@@ -1,7 +1,12 @@
 """Config reload the way deployments trigger it (issue 8 #2, #3): Kubernetes ConfigMap volume
 updates (kubelet's atomic writer swaps the `..data` symlink; the watched path itself never
 changes), other symlink swaps, the rename of a directory on the path, and SIGHUP from process
-managers (systemd ExecReload, supervisord), for `proxy` and `manage file`."""
+managers (systemd ExecReload, supervisord), for `proxy` and `manage file`.
+
+Expected values: all quilkin-c extensions (README "Config hot reload": ConfigMap symlink
+swaps, SIGHUP, filters kept with their state); the spec's part is manage's provider
+following its file (xds.md section 8.1). Log lines and counters: docs/test-expectations.md
+E1, E4."""
 
 import json
 import os

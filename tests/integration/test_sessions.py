@@ -1,5 +1,12 @@
 """Sessions: expiry, refresh, shutdown drain, limits, dead endpoints, many clients
-(proxy.md §5, cli.md §5)."""
+(proxy.md §5, cli.md §5).
+
+Expected values: session identity, one upstream socket per session and the drain of the
+first signal are the spec's (proxy.md section 5, cli.md section 5); the seed's
+either-direction expiry rule and removal within about a second, the second signal ending
+the drain, --max-sessions with its split between workers and the open-files cap, and the
+`shutting down` reason, summary and WARN lines are quilkin-c's (spec README deviations;
+README "Shutdown", "Limits"; docs/test-expectations.md E1, E2, E5, E6)."""
 
 import re
 import resource

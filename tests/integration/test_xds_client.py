@@ -4,7 +4,13 @@ control plane (xds_helpers.ControlPlane) over loopback.
 Every test checks what the proxy sends on the wire (parsed DiscoveryRequests, and for the
 first subscription the exact bytes) and what the learnt configuration does to real UDP
 traffic through the proxy (echo servers), plus /ready and the xDS metrics.
-"""
+
+Expected values: requests, ACK/NACK rules, metrics and /ready are the spec's (xds.md
+sections 5, 6; admin.md sections 3, 4.5), except where README "Fleet: xDS" documents a
+deliberate difference (ACKs restate the wildcard subscription; node metadata and
+user_agent_version; keepalive; the backoff restarting only after a delivered response). The
+backoff schedule is spec xds.md section 5.1; the test's slack is docs/test-expectations.md
+E7."""
 
 import time
 

@@ -1,6 +1,10 @@
 """End to end: `quilkin manage file` + two proxies (`-m` to manage) + UDP echo servers, all
 on loopback. A change to the provider file reaches both proxies' data paths (spec xds.md
-§7, §8.1, §5.3). Run with -s to see the measured propagation times."""
+§7, §8.1, §5.3). Run with -s to see the measured propagation times.
+
+Expected values: propagation itself is the spec's (xds.md sections 7, 8.1: the 50 ms
+provider debounce); PROPAGATION_LIMIT is the test's tolerance (docs/test-expectations.md
+E7), not a product figure."""
 
 import json
 import time

@@ -6,7 +6,11 @@ client certificates).
 Peers are grpcio (the Python control plane and ADS client, BoringSSL inside) and our own
 counterpart; every certificate is made by the test with the openssl CLI: a test CA, a
 server certificate for localhost/127.0.0.1/::1, a client certificate, and a second,
-unrelated CA whose certificates must be refused."""
+unrelated CA whose certificates must be refused.
+
+Expected values: TLS for xDS is a quilkin-c extension (README "Fleet: xDS", TLS); its
+start-up errors exit 255 (spec cli.md section 5; docs/test-expectations.md E3), its log
+lines are docs/test-expectations.md E1."""
 
 import json
 import subprocess
