@@ -17,36 +17,17 @@ import http.client
 import math
 import os
 import re
-import socket
 import struct
 import time
 
 import pytest
 
 from conftest import Proxy, READY_TIMEOUT, free_port, fmt_addr, stop_all
+from conftest import free_tcp_port  # noqa: F401  (re-exported: tests import it from here)
 
 # --------------------------------------------------------------------------
 # ports and HTTP
 # --------------------------------------------------------------------------
-
-_tcp_handed_out = set()
-
-
-def free_tcp_port(host="127.0.0.1"):
-    """A TCP port currently free on ``host`` (never handed out twice in a session)."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
-        if port not in _tcp_handed_out:
-            _tcp_handed_out.add(port)
-            return port
-    raise RuntimeError("could not find a free TCP port")
-
 
 class HttpResult:
     def __init__(self, status, headers, body):

@@ -18,6 +18,7 @@ section 4):
 
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -92,38 +93,80 @@ def expect_quiet(check, within=SILENCE, interval=0.02):
 
 
 _handed_out_ports = set()
+_port_rng = random.Random()
 
 
-def free_port():
-    """A UDP port that is currently free on both 127.0.0.1 and ::1.
+def _ports_outside_the_ephemeral_range():
+    """[(first, last)] port ranges the kernel never picks for an unbound socket's connect()
+    or bind(0) (net.ipv4.ip_local_port_range), from 10000 up."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = map(int, f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    out = []
+    if lo - 1 - 10000 >= 1000:
+        out.append((10000, lo - 1))
+    if 65535 - (hi + 1) >= 1000:
+        out.append((hi + 1, 65535))
+    return out
 
-    A dual-stack AF_INET6 socket bound to [::]:0 reserves the port for both
-    families; we read it and close the socket.  Ports are never handed out
-    twice in one test session.
-    """
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+def pick_port(try_bind):
+    """A port no test of this session had, that ``try_bind(port)`` could bind (and released).
+
+    Ports come from outside the kernel's ephemeral range: a port from bind(0) is free only
+    until any process on the host (other test suites included) connects an unbound socket,
+    which the kernel may give that very port; a port outside the range can only be taken by
+    an explicit bind. Falls back to bind(0) when the range leaves no room."""
+    ranges = _ports_outside_the_ephemeral_range()
+    for _ in range(200):
+        if ranges:
+            first, last = _port_rng.choice(ranges)
+            want = _port_rng.randint(first, last)
+        else:
+            want = 0
+        if want in _handed_out_ports:
+            continue
         try:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            s.bind(("::", 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
+            port = try_bind(want)
+        except OSError:
+            continue
         if port not in _handed_out_ports:
             _handed_out_ports.add(port)
             return port
-    raise RuntimeError("could not find a free UDP port")
+    raise RuntimeError("could not find a free port")
+
+
+def _bind_and_close(family, kind, host, port, dual_stack=False):
+    s = socket.socket(family, kind)
+    try:
+        if dual_stack:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind((host, port))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def free_port():
+    """A UDP port that is currently free on both 127.0.0.1 and ::1 (a dual-stack socket on
+    [::] binds it for both families), outside the ephemeral range, never handed out twice
+    in one test session (pick_port)."""
+    return pick_port(lambda port: _bind_and_close(socket.AF_INET6, socket.SOCK_DGRAM, "::",
+                                                  port, dual_stack=True))
 
 
 def closed_port(host="127.0.0.1"):
-    """A port on ``host`` with nothing listening (ICMP port unreachable)."""
+    """A UDP port on ``host`` with nothing listening (ICMP port unreachable)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    _handed_out_ports.add(port)
-    return port
+    return pick_port(lambda port: _bind_and_close(fam, socket.SOCK_DGRAM, host, port))
+
+
+def free_tcp_port(host="127.0.0.1"):
+    """A TCP port currently free on ``host``, chosen as free_port chooses."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return pick_port(lambda port: _bind_and_close(fam, socket.SOCK_STREAM, host, port))
 
 
 def fmt_addr(host, port):
