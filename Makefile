@@ -55,8 +55,12 @@ run: build
 unit: build-asan
 	cd $(BUILD_ASAN) && ctest --output-on-failure -j $(JOBS)
 
-integration: build-asan
+# The ASan binary for everything, plus the optimised one and the counting preload
+# (build/liballoccount.so) for test_hot_path.py: an ASan build replaces malloc itself.
+integration: build-asan build
 	QUILKIN_BIN=$(abspath $(BUILD_ASAN))/quilkin \
+	  QUILKIN_PLAIN_BIN=$(abspath $(BUILD))/quilkin \
+	  ALLOCCOUNT_LIB=$(abspath $(BUILD))/liballoccount.so \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 fuzz: deps

@@ -17,36 +17,17 @@ import http.client
 import math
 import os
 import re
-import socket
 import struct
 import time
 
 import pytest
 
 from conftest import Proxy, READY_TIMEOUT, free_port, fmt_addr, stop_all
+from conftest import free_tcp_port  # noqa: F401  (re-exported: tests import it from here)
 
 # --------------------------------------------------------------------------
 # ports and HTTP
 # --------------------------------------------------------------------------
-
-_tcp_handed_out = set()
-
-
-def free_tcp_port(host="127.0.0.1"):
-    """A TCP port currently free on ``host`` (never handed out twice in a session)."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
-        if port not in _tcp_handed_out:
-            _tcp_handed_out.add(port)
-            return port
-    raise RuntimeError("could not find a free TCP port")
-
 
 class HttpResult:
     def __init__(self, status, headers, body):
@@ -109,21 +90,26 @@ def quilkin(quilkin_bin, tmp_path):
     """Factory that starts ``quilkin [global] proxy --port P --qcmp-port Q ARGS``.
 
     ``quilkin(*proxy_args, config=None, config_path=None, admin=True, admin_host="127.0.0.1",
-    global_args=(), env=None, wait=True, port=None, qcmp_port=None)``
+    global_args=(), env=None, wait=True, port=None, qcmp_port=None, wrapper=(),
+    preexec_fn=None)``
 
     ``config`` is YAML text written to ``config_path`` (default a fresh file in tmp_path)
     and passed with ``-c``. ``admin=False`` passes ``--no-admin``. ``wait`` is True (wait
     for the "Quilkin is ready" log line), "admin" (poll GET /ready, for runs that log
-    nothing at INFO) or False. Every process is SIGKILLed at teardown and a sanitizer
-    report in its output fails the test.
+    nothing at INFO) or False. ``wrapper`` is a command that execs the rest of the argv in
+    the same process (e.g. ``unshare -m -- sh -c '...; exec "$@"' sh``), ``preexec_fn`` runs
+    in the child before exec. Every process still running at teardown is stopped with
+    SIGTERM, SIGTERM and must exit 0; a sanitizer report in its output fails the test
+    (conftest ``stop_all``).
     """
     started = []
 
     def start(*proxy_args, config=None, config_path=None, admin=True, admin_host="127.0.0.1",
-              global_args=(), env=None, wait=True, port=None, qcmp_port=None):
+              global_args=(), env=None, wait=True, port=None, qcmp_port=None, wrapper=(),
+              preexec_fn=None):
         port = port if port is not None else free_port()
         qcmp_port = qcmp_port if qcmp_port is not None else free_port()
-        argv = [quilkin_bin]
+        argv = [*wrapper, quilkin_bin]
         admin_port = None
         if admin:
             admin_port = free_tcp_port(admin_host)
@@ -140,7 +126,7 @@ def quilkin(quilkin_bin, tmp_path):
         argv += list(global_args)
         argv += ["proxy", "--port", str(port), "--qcmp-port", str(qcmp_port),
                  *[str(a) for a in proxy_args]]
-        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env)
+        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env, preexec_fn=preexec_fn)
         p.admin_host = admin_host
         p.admin_port = admin_port
         p.qcmp_port = qcmp_port
@@ -353,10 +339,26 @@ def parse_prometheus(text):
     return Metrics(families, text)
 
 
+# The labels of quilkin_session_active (spec admin.md section 4: v0.7.0's geo labels, with
+# asn "0" when no ASN database is loaded).
+SESSION_LABELS = {"asn": "0", "country_code": "", "ip_prefix": "", "organization": "",
+                  "prefix_entity": "", "prefix_name": ""}
+
+
 def scrape(p):
     r = admin_get(p, "/metrics")
     assert r.status == 200, r
     return parse_prometheus(r.text)
+
+
+def wait_drops(p, reason, expected, event="read", timeout=3.0):
+    """Polls until ``reason`` (the full label text) has ``expected`` drops in both
+    quilkin_packets_dropped_total{source} and quilkin_errors_total{display} (spec admin.md
+    section 4.1: a dropped packet counts in both); returns the final parse."""
+    wait_metric(p, "quilkin_packets_dropped_total", expected, timeout=timeout, asn="",
+                ip_prefix="", event=event, source=reason)
+    return wait_metric(p, "quilkin_errors_total", expected, timeout=timeout, asn="",
+                       ip_prefix="", event=event, display=reason)
 
 
 def wait_metric(p, name, expected, timeout=3.0, **labels):

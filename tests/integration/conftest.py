@@ -1,17 +1,24 @@
 """Shared fixtures and helpers for the quilkin-c integration tests.
 
-Everything here talks to the real binary (env QUILKIN_BIN, default the ASan
-build) over loopback only (127.0.0.1 and ::1).  Rules (STYLE.md section 4):
+Everything here talks to the real binary (env QUILKIN_BIN, default this checkout's ASan
+build, build-asan/quilkin) over loopback only (127.0.0.1 and ::1).  Rules (STYLE.md
+section 4):
 
 * every wait is a bounded poll (``wait_until`` / ``Proxy.wait_log`` /
   ``UdpServer.wait_count`` / ``Client.recv``), never a bare sleep where a
   poll works;
-* every process started is killed at teardown (``proxy`` fixture);
+* every process still running at teardown is stopped the way an operator stops it
+  (SIGTERM, then a second SIGTERM once the first was taken: cli.md section 5), must exit 0
+  within a bound, and fails the test on any sanitizer report (AddressSanitizer,
+  LeakSanitizer, which only runs on a normal exit, UndefinedBehaviorSanitizer,
+  ThreadSanitizer and its exit status 66); a process that ended earlier must not have died
+  from a signal nobody sent (``stop_all``);
 * tests assert bytes on the wire and log lines.
 """
 
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -21,7 +28,8 @@ import time
 
 import pytest
 
-QUILKIN_BIN = os.environ.get("QUILKIN_BIN", "/work/main/build-asan/quilkin")
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+QUILKIN_BIN = os.environ.get("QUILKIN_BIN", os.path.join(REPO, "build-asan", "quilkin"))
 
 # Default receive timeout for "this datagram must arrive".
 RECV_TIMEOUT = 2.0
@@ -44,7 +52,16 @@ _CLEARED_ENV = (
     "QUILKIN_TLS_KEY", "QUILKIN_TLS_CLIENT_CA", "SSL_CERT_FILE", "SSL_CERT_DIR",
 )
 
-_SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# Any of these in a process's output is a sanitizer report (or a sanitizer that could not
+# run, e.g. "LeakSanitizer has encountered a fatal error"): the test fails.
+_SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer",
+                      "UndefinedBehaviorSanitizer", "runtime error:")
+# The exit status `make tsan` gives ThreadSanitizer (TSAN_OPTIONS exitcode=66; also its
+# default), so a report is seen even when its text was lost.
+TSAN_EXIT = 66
+# Teardown: how long a process may take to exit after SIGTERM, SIGTERM (a leak check of a
+# large ASan heap included).
+STOP_TIMEOUT = 30.0
 
 
 # --------------------------------------------------------------------------
@@ -63,57 +80,156 @@ def wait_until(pred, timeout, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def expect_quiet(check, within=SILENCE, interval=0.02):
+    """A negative check as a bounded poll: ``check()`` raises AssertionError once something
+    that must not happen has happened; it is called every ``interval`` for ``within`` seconds,
+    so a violation fails at once instead of after a sleep through the whole window."""
+    deadline = time.monotonic() + within
+    while True:
+        check()
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
 _handed_out_ports = set()
+_port_rng = random.Random()
 
 
-def free_port():
-    """A UDP port that is currently free on both 127.0.0.1 and ::1.
+def _ports_outside_the_ephemeral_range():
+    """[(first, last)] port ranges the kernel never picks for an unbound socket's connect()
+    or bind(0) (net.ipv4.ip_local_port_range), from 10000 up."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = map(int, f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    out = []
+    if lo - 1 - 10000 >= 1000:
+        out.append((10000, lo - 1))
+    if 65535 - (hi + 1) >= 1000:
+        out.append((hi + 1, 65535))
+    return out
 
-    A dual-stack AF_INET6 socket bound to [::]:0 reserves the port for both
-    families; we read it and close the socket.  Ports are never handed out
-    twice in one test session.
-    """
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+def pick_port(try_bind):
+    """A port no test of this session had, that ``try_bind(port)`` could bind (and released).
+
+    Ports come from outside the kernel's ephemeral range: a port from bind(0) is free only
+    until any process on the host (other test suites included) connects an unbound socket,
+    which the kernel may give that very port; a port outside the range can only be taken by
+    an explicit bind. Falls back to bind(0) when the range leaves no room."""
+    ranges = _ports_outside_the_ephemeral_range()
+    for _ in range(200):
+        if ranges:
+            first, last = _port_rng.choice(ranges)
+            want = _port_rng.randint(first, last)
+        else:
+            want = 0
+        if want in _handed_out_ports:
+            continue
         try:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            s.bind(("::", 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
+            port = try_bind(want)
+        except OSError:
+            continue
         if port not in _handed_out_ports:
             _handed_out_ports.add(port)
             return port
-    raise RuntimeError("could not find a free UDP port")
+    raise RuntimeError("could not find a free port")
+
+
+def _bind_and_close(family, kind, host, port, dual_stack=False):
+    s = socket.socket(family, kind)
+    try:
+        if dual_stack:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind((host, port))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def free_port():
+    """A UDP port that is currently free on both 127.0.0.1 and ::1 (a dual-stack socket on
+    [::] binds it for both families), outside the ephemeral range, never handed out twice
+    in one test session (pick_port)."""
+    return pick_port(lambda port: _bind_and_close(socket.AF_INET6, socket.SOCK_DGRAM, "::",
+                                                  port, dual_stack=True))
 
 
 def closed_port(host="127.0.0.1"):
-    """A port on ``host`` with nothing listening (ICMP port unreachable)."""
+    """A UDP port on ``host`` with nothing listening (ICMP port unreachable)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    _handed_out_ports.add(port)
-    return port
+    return pick_port(lambda port: _bind_and_close(fam, socket.SOCK_DGRAM, host, port))
+
+
+def free_tcp_port(host="127.0.0.1"):
+    """A TCP port currently free on ``host``, chosen as free_port chooses."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return pick_port(lambda port: _bind_and_close(fam, socket.SOCK_STREAM, host, port))
 
 
 def fmt_addr(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def signal_pending(pid, sig):
+    """True while ``sig`` sent to process ``pid`` has not been taken yet (quilkin blocks it in
+    every thread and reads it from a signalfd, so it stays pending until then)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("ShdPnd:", "SigPnd:")) and \
+                        int(line.split()[1], 16) & (1 << (sig - 1)):
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def sigterm_twice(proc, timeout=5.0):
+    """SIGTERM to the Popen ``proc``, and once it has taken that one, a second SIGTERM
+    (cli.md section 5: the second ends a proxy's drain at once). Two signals sent before
+    the first is taken would merge into one."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and signal_pending(proc.pid, signal.SIGTERM) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+
+
 def clean_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+    # LeakSanitizer is on by default for ASan on x86-64 Linux; say so, so that a caller's
+    # ASAN_OPTIONS cannot turn it off (the last setting of an option wins).
+    asan = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "detect_leaks=1"
     if extra:
         env.update(extra)
     return env
 
 
-def run_quilkin(args, cwd, timeout=10, env=None):
-    """Run the binary to completion (for CLI tests); returns CompletedProcess."""
-    return subprocess.run([QUILKIN_BIN, *args], cwd=cwd, env=clean_env(env),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
+def sanitizer_markers(text):
+    """The sanitizer markers found in ``text``."""
+    return [m for m in _SANITIZER_MARKERS if m in text]
+
+
+def run_quilkin(args, cwd=None, timeout=10, env=None):
+    """Run the binary to completion (for CLI tests); returns CompletedProcess. A sanitizer
+    report in its output, or ThreadSanitizer's exit status, fails the test here, whatever
+    status the caller expects."""
+    r = subprocess.run([QUILKIN_BIN, *args], cwd=cwd, env=clean_env(env),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=timeout)
+    found = sanitizer_markers(r.stdout + r.stderr)
+    if found or r.returncode == TSAN_EXIT:
+        pytest.fail(f"quilkin {args}: sanitizer report {found} (exit {r.returncode})\n"
+                    + r.stderr[-6000:])
+    return r
 
 
 def _plain_value(v):
@@ -147,7 +263,7 @@ class UdpServer:
     callable ``data -> bytes`` giving the reply.
     """
 
-    def __init__(self, host="127.0.0.1", echo=True):
+    def __init__(self, host="127.0.0.1", echo=True, port=0):
         self.host = host
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
@@ -155,7 +271,7 @@ class UdpServer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         except OSError:
             pass
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
         self.echo = echo
         self.received = []          # list of (bytes, (ip, port))
@@ -301,14 +417,17 @@ class Client:
 class Proxy:
     """A running ``quilkin`` process with its stdout/stderr captured by threads."""
 
-    def __init__(self, argv, cwd, port=None, env=None):
+    def __init__(self, argv, cwd, port=None, env=None, preexec_fn=None):
+        """``preexec_fn`` runs in the child before exec (e.g. to set its resource limits)."""
         self.argv = argv
         self.port = port
         self.proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(env),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         self.stdout_lines = []      # raw text lines
         self.stderr_lines = []
+        self.killed = False         # SIGKILLed on purpose (kill()): its status is no crash
+        self.stopping = False       # stop_all_begin sent it the first SIGTERM
         self._cond = threading.Condition()
         self._readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines),
@@ -409,8 +528,23 @@ class Proxy:
     def running(self):
         return self.proc.poll() is None
 
+    def signal_pending(self, sig):
+        return signal_pending(self.proc.pid, sig)
+
+    def stop(self, timeout=None):
+        """Stops the process as an operator does and returns its exit status: SIGTERM, then,
+        once the process has taken it, a second SIGTERM (cli.md section 5: the first starts a
+        proxy's drain, the second ends it at once; `manage` exits on the first). Two signals
+        sent before the first is taken would merge into one. When it is still running after
+        ``timeout`` seconds (default STOP_TIMEOUT) it is SIGKILLed and None returned."""
+        stop_all_begin([self])
+        return stop_all_finish([self], timeout)[0]
+
     def kill(self):
+        """SIGKILL: for tests that simulate a crash or need the process gone at once (no
+        leak check runs)."""
         if self.proc.poll() is None:
+            self.killed = True
             self.proc.kill()
         try:
             self.proc.wait(timeout=10)
@@ -421,7 +555,7 @@ class Proxy:
 
     def sanitizer_reports(self):
         text = self.stderr_text() + "\n" + "\n".join(self.stdout_lines)
-        return [m for m in _SANITIZER_MARKERS if m in text]
+        return sanitizer_markers(text)
 
 
 # --------------------------------------------------------------------------
@@ -437,11 +571,12 @@ def quilkin_bin():
 
 @pytest.fixture
 def servers():
-    """Factory: ``servers(host='127.0.0.1', echo=True)`` -> UdpServer, closed at teardown."""
+    """Factory: ``servers(host='127.0.0.1', echo=True, port=0)`` -> UdpServer, closed at
+    teardown."""
     made = []
 
-    def make(host="127.0.0.1", echo=True):
-        s = UdpServer(host, echo=echo)
+    def make(host="127.0.0.1", echo=True, port=0):
+        s = UdpServer(host, echo=echo, port=port)
         made.append(s)
         return s
 
@@ -489,16 +624,69 @@ def write_config(tmp_path):
     return write
 
 
+def stop_all_begin(procs):
+    """The first SIGTERM to every process of ``procs`` still running."""
+    for p in procs:
+        p.stopping = p.running()
+        if p.stopping:
+            p.proc.send_signal(signal.SIGTERM)
+
+
+def stop_all_finish(procs, timeout=None):
+    """After stop_all_begin: the second SIGTERM once the first was taken, then a bounded wait
+    (``timeout``, default STOP_TIMEOUT) for all; returns their exit statuses (None: did not
+    exit, SIGKILLed)."""
+    timeout = STOP_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + 5.0
+    for p in procs:
+        if not p.stopping:
+            continue
+        while p.running() and p.signal_pending(signal.SIGTERM) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        if p.running():
+            p.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    out = []
+    for p in procs:
+        try:
+            rc = p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(10)
+            rc = None
+        for t in p._readers:
+            t.join(5)
+        out.append(rc)
+    return out
+
+
 def stop_all(started):
-    """Kills every process in `started` and fails the test if any sanitizer reported."""
-    reports = []
-    for p in started:
-        p.kill()
+    """Teardown of every process in ``started``: those still running are stopped gracefully
+    (Proxy.stop, all at once) and must exit 0; every one must be free of sanitizer reports,
+    must not have exited with ThreadSanitizer's status, and must not have died from a signal
+    other than the SIGKILL of Proxy.kill(). Fails the test otherwise."""
+    stop_all_begin(started)
+    statuses = stop_all_finish(started)
+    problems = []
+    for p, rc in zip(started, statuses):
+        what = []
+        if p.stopping and rc is None:
+            what.append(f"still running {STOP_TIMEOUT:.0f} s after SIGTERM, SIGTERM "
+                        f"(SIGKILLed)")
+        elif p.stopping and rc != 0:
+            what.append(f"exit status {rc} after SIGTERM, SIGTERM (expected 0)")
+        elif rc == TSAN_EXIT:
+            what.append(f"exit status {TSAN_EXIT} (ThreadSanitizer)")
+        elif rc is not None and rc < 0 and not p.killed:
+            what.append(f"died from signal {-rc}")
         found = p.sanitizer_reports()
         if found:
-            reports.append(f"{p.argv}: {found}\n{p.log_tail(60)}")
-    if reports:
-        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports))
+            what.append(f"sanitizer report {found}")
+        if what:
+            problems.append(f"{p.argv}: {'; '.join(what)}\n{p.log_tail(80)}")
+    if problems:
+        pytest.fail("process teardown:\n" + "\n".join(problems))
 
 
 @pytest.fixture
@@ -506,18 +694,18 @@ def proxy(quilkin_bin, tmp_path):
     """Factory that starts a proxy and waits for "Quilkin is ready".
 
     ``proxy(*proxy_args, config=None, port=None, global_args=(), env=None, wait=True,
-    port_style="--port")``
+    port_style="--port", preexec_fn=None)``
 
     ``config`` is YAML text (written to a file passed with ``-c``).
     ``proxy_args`` go after the ``proxy`` sub-command (the port is added as
     ``--port P``, ``-p P`` or ``--port=P`` according to ``port_style``).
-    Every process is SIGKILLed at teardown if still running, and a sanitizer
-    report on its output fails the test.
+    Every process still running at teardown is stopped with SIGTERM, SIGTERM and must exit
+    0; a sanitizer report on its output fails the test (``stop_all``).
     """
     started = []
 
     def start(*proxy_args, config=None, port=None, global_args=(), env=None, wait=True,
-              port_style="--port"):
+              port_style="--port", preexec_fn=None):
         port = port if port is not None else free_port()
         if port_style.endswith("="):
             port_args = [f"{port_style}{port}"]
@@ -532,7 +720,7 @@ def proxy(quilkin_bin, tmp_path):
         # A private QCMP port too, so proxies never share the default 7600.
         argv += ["proxy", *port_args, "--qcmp-port", str(free_port()),
                  *[str(a) for a in proxy_args]]
-        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env)
+        p = Proxy(argv, cwd=str(tmp_path), port=port, env=env, preexec_fn=preexec_fn)
         started.append(p)
         if wait:
             p.wait_ready()

@@ -1,12 +1,21 @@
-"""Command line, exit statuses, config errors and config lookup (cli.md, config.md)."""
+"""Command line, exit statuses, config errors and config lookup (cli.md, config.md).
+
+Expected values: option names, env vars, defaults, the `Starting Quilkin` record and exit
+statuses 0/2/255 (a bad config, no endpoint, a port that cannot be bound) are the spec's
+(cli.md sections 1, 2, 5); config error texts are the v0.7.0 messages spec config.md quotes
+(with file:line:col and the key path, README). 255 for relay/agent/manage agones, the
+`listening on` and `--relay is not supported` lines and the bind error's wording are
+quilkin-c's (docs/test-expectations.md E1, E3)."""
 
 import json
 import os
 import re
+import signal
+import socket
 
 import pytest
 
-from conftest import free_port, record_text, run_quilkin
+from conftest import Proxy, free_port, record_text, run_quilkin, stop_all
 
 
 def error_records(stdout):
@@ -312,3 +321,76 @@ def test_plain_log_format(proxy, echo_v4):
     assert any("Quilkin is ready" in l and "INFO" in l for l in lines), lines
     for l in lines:
         assert not l.startswith("{"), l
+
+
+# --------------------------------------------------------------------------
+# a port somebody else holds: exit 255 (spec cli.md section 5, README Exit status)
+# --------------------------------------------------------------------------
+
+def _hold_udp_port():
+    """A dual-stack UDP socket on [::]:P without SO_REUSEPORT: the proxy's SO_REUSEPORT bind
+    of the same port fails (spec cli.md section 4: only sockets that all set SO_REUSEPORT
+    share a port)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", 0))
+    return s
+
+
+@pytest.mark.parametrize("which", ["game", "qcmp"])
+def test_a_taken_udp_port_exits_255(quilkin_bin, tmp_path, which):
+    holder = _hold_udp_port()
+    try:
+        taken = holder.getsockname()[1]
+        game = taken if which == "game" else free_port()
+        qcmp = taken if which == "qcmp" else free_port()
+        r = run_quilkin(["--no-admin", "proxy", "--port", str(game), "--qcmp-port", str(qcmp),
+                         "--to", "127.0.0.1:9"], cwd=tmp_path)
+    finally:
+        holder.close()
+    assert r.returncode == 255, (r.returncode, r.stdout, r.stderr)
+    # the message names the port (its wording is quilkin-c's: spec cli.md leaves it free)
+    assert f"[::]:{taken}" in r.stderr and "Address already in use" in r.stderr, r.stderr
+    if which == "qcmp":
+        assert "QCMP" in r.stderr, r.stderr
+    assert "Quilkin is ready" not in r.stdout
+
+
+# --------------------------------------------------------------------------
+# commands and options that are accepted but not implemented (README "Not implemented yet")
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["relay"], "the `relay` command is not implemented yet"),
+    (["relay", "file", "x.yaml"], "the `relay` command is not implemented yet"),
+    (["agent"], "the `agent` command is not implemented yet"),
+    (["agent", "--relay", "http://127.0.0.1:7900"], "the `agent` command is not implemented"),
+    # spec cli.md section 3: the Agones provider MAY be left out; it must then fail clearly
+    (["manage", "agones"], "the agones provider is not supported by this build"),
+])
+def test_unimplemented_commands_exit_255(quilkin_bin, tmp_path, args, needle):
+    """Exit 255, the status of a run that cannot proceed (spec cli.md section 5), not 2: the
+    command line is valid Quilkin v0.7.0 syntax."""
+    r = run_quilkin(["--no-admin", *args], cwd=tmp_path)
+    assert r.returncode == 255, (r.returncode, r.stdout, r.stderr)
+    assert needle in r.stderr, r.stderr
+    assert "Quilkin is ready" not in r.stdout
+
+
+def test_manage_relay_is_ignored_with_a_warning_and_sigint_ends_manage(quilkin_bin, tmp_path):
+    """`manage --relay URL` (spec cli.md section 2.3) is accepted and ignored with a WARN line
+    (README: not supported); manage serves as without it, and exits 0 at once on SIGINT
+    (spec cli.md section 5: `manage` exits 0 promptly)."""
+    provider = tmp_path / "provider.yaml"
+    provider.write_text("clusters:\n  - endpoints:\n      - address: 127.0.0.1:9\n")
+    p = Proxy([quilkin_bin, "--no-admin", "manage", "--port", "0", "--relay",
+               "http://127.0.0.1:7900", "file", str(provider)], cwd=str(tmp_path))
+    try:
+        p.wait_ready()
+        warn = [r for r in p.records() if r.get("level") == "WARN"]
+        assert [record_text(r) for r in warn] == [
+            "--relay is not supported by this build; ignoring http://127.0.0.1:7900"], warn
+        p.signal(signal.SIGINT)
+        assert p.wait_exit(5) == 0, p.log_tail()
+    finally:
+        stop_all([p])

@@ -5,7 +5,13 @@ The session count is reached by fan-out (spec proxy.md section 3: without a rout
 every datagram goes to every endpoint, each through its own session and socket): one client
 datagram to a config of N endpoints opens N sessions, i.e. N upstream descriptors. The
 endpoints are N distinct loopback addresses 127.3.x.y on one port where a single socket bound
-to 0.0.0.0 receives them all, so nothing answers with ICMP and no foreign port is touched."""
+to 0.0.0.0 receives them all, so nothing answers with ICMP and no foreign port is touched.
+
+Expected values: fan-out and the drop reason pattern are the spec's (proxy.md sections 3,
+10); /ready 503 `draining` while draining, the reason texts `OS level error: no free
+ephemeral port for an upstream socket` and `... send to endpoint failed`, the WARN and DEBUG
+lines and their rate limit, and the idle-CPU bound are quilkin-c's (README "Shutdown",
+"Limits", "Logging"; docs/test-expectations.md E1, E2, E6, E7)."""
 
 import json
 import signal

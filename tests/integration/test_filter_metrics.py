@@ -1,7 +1,12 @@
 """Per-filter metrics on /metrics (spec admin.md section 4.4, filters.md sections 1.4, 3, 10,
 12): Compress byte counters, Match branch counters, the Timestamp age histogram, the
 per-filter timing histograms (every run observed), and counters that keep counting across a config reload that
-rebuilds the chain."""
+rebuilds the chain.
+
+Expected values: metric names, labels, HELP texts of the filter metrics and what they count
+are the spec's (admin.md section 4.4, filters.md sections 1.4, 3, 10, 12); that every call
+is observed (so _count is the packet count) and that counters survive a reload are
+quilkin-c's (README "Admin endpoints"; docs/test-expectations.md E4)."""
 
 import struct
 import time

@@ -1,4 +1,10 @@
-"""Data path: client -> proxy -> endpoint(s) -> proxy -> client (proxy.md §3, §6, §7)."""
+"""Data path: client -> proxy -> endpoint(s) -> proxy -> client (proxy.md §3, §6, §7).
+
+Expected values: the data path's rules are the spec's (proxy.md sections 3, 5, 6, 7; the
+seed's map form: config.md section 6; --to replacing the unlocated group: cli.md section 2.1
+step 3); the exit summary lines (`totals:`, `dropped N packets: REASON`, `shutdown
+complete`) and the Debug filter's line text are quilkin-c's (docs/test-expectations.md E1,
+E2)."""
 
 import os
 import re

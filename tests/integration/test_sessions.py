@@ -1,5 +1,12 @@
 """Sessions: expiry, refresh, shutdown drain, limits, dead endpoints, many clients
-(proxy.md §5, cli.md §5)."""
+(proxy.md §5, cli.md §5).
+
+Expected values: session identity, one upstream socket per session and the drain of the
+first signal are the spec's (proxy.md section 5, cli.md section 5); the seed's
+either-direction expiry rule and removal within about a second, the second signal ending
+the drain, --max-sessions with its split between workers and the open-files cap, and the
+`shutting down` reason, summary and WARN lines are quilkin-c's (spec README deviations;
+README "Shutdown", "Limits"; docs/test-expectations.md E1, E2, E5, E6)."""
 
 import os
 import re
@@ -11,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import closed_port, fmt_addr, record_text
+from conftest import closed_port, expect_quiet, fmt_addr, record_text
 
 
 def let_time_pass(seconds):
@@ -176,6 +183,78 @@ def test_second_sigterm_exits_immediately(proxy, echo_v4, clients):
     assert p.wait_exit(3) == 0
     assert p.find("shutdown complete")
     assert totals(p)["sessions_created"] == 1
+
+
+def test_sigint_drains_then_a_second_sigint_exits(proxy, echo_v4, clients):
+    """README Shutdown, spec cli.md section 5: SIGINT does what SIGTERM does. The first
+    starts the drain (client traffic still forwarded, replies dropped as `shutting down`);
+    a second ends it at once, with status 0, although a session is still live."""
+    p = proxy("--to", echo_v4.addr)           # default 60 s session timeout
+    c = clients(p.port)
+    assert c.request(b"before") == (b"before", ("127.0.0.1", p.port))
+    p.signal(signal.SIGINT)
+    p.wait_log("shutting down: draining 1 sessions")
+    c.send(b"during")
+    echo_v4.wait_for(b"during")
+    c.expect_silence()                        # its echo is not relayed
+    assert p.running()
+    p.signal(signal.SIGINT)
+    assert p.wait_exit(5) == 0
+    assert p.find("second signal: exiting now") and p.find("shutdown complete")
+    assert totals(p)["read_packets"] == 2
+    assert p.find(re.compile(r"^dropped 1 packets: shutting down$")), p.log_tail()
+
+
+def test_sigint_drain_ends_when_the_sessions_expire(proxy, echo_v4, clients):
+    p = proxy("--to", echo_v4.addr, "--session-timeout-secs", 1)
+    c = clients(p.port)
+    assert c.request(b"x") == (b"x", ("127.0.0.1", p.port))
+    p.signal(signal.SIGINT)
+    p.wait_log("shutting down: draining 1 sessions")
+    # expiry about 1 s after the last packet, the drain looks once a second
+    assert p.wait_exit(6) == 0
+    assert not p.find("second signal")
+    assert p.find("shutdown complete")
+    assert totals(p)["sessions_expired"] == 1
+
+
+def test_session_cap_is_split_between_workers_and_capped_by_open_files(proxy, echo_v4):
+    """README Limits: --max-sessions is split evenly between the workers and capped by the
+    open-files limit minus 256 descriptors kept for listeners, admin and logs; the proxy
+    raises its own soft limit to the hard one. Started with 64 soft / 262 hard, it raises
+    the soft limit to 262 and caps --max-sessions 100 at 6: 3 per worker. 40 clients spread
+    over both workers by the kernel's SO_REUSEPORT hash (all 40 on one worker: 2^-39); each
+    worker takes 3 sessions and says once that its table is full."""
+    def limits():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 262))
+    p = proxy("--to", echo_v4.addr, "--workers", 2, "--max-sessions", 100, preexec_fn=limits)
+    with open(f"/proc/{p.proc.pid}/limits") as f:
+        nofile = [line.split()[3:5] for line in f if line.startswith("Max open files")]
+    assert nofile == [["262", "262"]], nofile
+    assert p.find("--max-sessions 100 exceeds the open-files limit 262; using 6"), p.log_tail()
+    assert p.find("with 2 workers, session timeout 60s, max sessions 6"), p.log_tail()
+    socks = []
+    try:
+        for i in range(40):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            s.sendto(b"c%02d" % i, ("127.0.0.1", p.port))
+        full = p.wait_log("session table full", count=2)
+        echo_v4.wait_count(6)
+
+        def no_more_than_6():
+            assert echo_v4.count() <= 6, echo_v4.snapshot()
+        expect_quiet(no_more_than_6)
+    finally:
+        for s in socks:
+            s.close()
+    assert sorted(m.split(":")[0] for m in full) == ["worker 0", "worker 1"], full
+    assert all("(3 sessions)" in m for m in full), full
+    assert p.stop() == 0
+    t = totals(p)
+    assert t["sessions_created"] == 6 and t["read_packets"] == 6
+    assert p.find("dropped 34 packets: session limit reached"), p.log_tail()
 
 
 def test_session_limit(proxy, echo_v4, clients):

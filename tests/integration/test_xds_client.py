@@ -4,13 +4,19 @@ control plane (xds_helpers.ControlPlane) over loopback.
 Every test checks what the proxy sends on the wire (parsed DiscoveryRequests, and for the
 first subscription the exact bytes) and what the learnt configuration does to real UDP
 traffic through the proxy (echo servers), plus /ready and the xDS metrics.
-"""
+
+Expected values: requests, ACK/NACK rules, metrics and /ready are the spec's (xds.md
+sections 5, 6; admin.md sections 3, 4.5), except where README "Fleet: xDS" documents a
+deliberate difference (ACKs restate the wildcard subscription; node metadata and
+user_agent_version; keepalive; the backoff restarting only after a delivered response). The
+backoff schedule is spec xds.md section 5.1; the test's slack is docs/test-expectations.md
+E7."""
 
 import time
 
 from admin_helpers import free_tcp_port, wait_metric
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import SILENCE, wait_until
+from conftest import SILENCE, expect_quiet, wait_until
 from xds_helpers import (DEBUG, DROP, PASS, SUBSCRIPTION_ORDER, TYPE_CLA, TYPE_CLUSTER,
                          TYPE_LISTENER, capture_suffix, cla, cluster, concatenate_filter,
                          debug_filter, drop_filter, endpoint, filter_entry, listener,
@@ -63,10 +69,12 @@ def assert_nack(reply, resp, needle=None):
 
 
 def silent(server, before, within=SILENCE):
-    """Assert ``server`` receives nothing beyond its first ``before`` datagrams."""
-    time.sleep(within)
-    got = server.snapshot()[before:]
-    assert not got, f"{server.addr} unexpectedly received {got!r}"
+    """Assert ``server`` receives nothing beyond its first ``before`` datagrams (a bounded
+    poll over ``within`` seconds)."""
+    def check():
+        got = server.snapshot()[before:]
+        assert not got, f"{server.addr} unexpectedly received {got!r}"
+    expect_quiet(check, within)
 
 
 # --------------------------------------------------------------------------
@@ -100,8 +108,10 @@ def test_subscriptions_order_and_bytes(quilkin, control_plane):
     assert st.raw[0].endswith(bytes([0x22, len(url)]) + url), st.raw[0].hex()
     # no response yet: not ready, 503 while the management server has not answered
     assert ready_status(p) == 503
-    time.sleep(0.3)
-    assert len(st.reqs()) == 3, "unexpected extra requests before any response"
+
+    def no_extra_request():
+        assert len(st.reqs()) == 3, "unexpected extra requests before any response"
+    expect_quiet(no_extra_request, 0.3)
     assert len(cp.streams) == 1
 
 
@@ -544,8 +554,10 @@ def test_a_dead_link_is_noticed_by_the_keepalive(quilkin, control_plane, servers
         p = quilkin("-m", f"http://127.0.0.1:{bh.port}", "--xds-keepalive-interval-secs", "1",
                     "--xds-keepalive-timeout-secs", "1", config=proxy_config("ka-proxy"))
         wait_ready_status(p, 200)
-        time.sleep(2.5)  # idle but alive: the PINGs are answered, it stays ready
-        assert ready_status(p) == 200
+        # idle but alive: the PINGs are answered, it stays ready (polled for 2.5 s)
+        def still_ready():
+            assert ready_status(p) == 200
+        expect_quiet(still_ready, 2.5, interval=0.1)
         bh.frozen.set()
         t0 = time.monotonic()
         wait_ready_status(p, 503, timeout=8)
@@ -561,8 +573,10 @@ def test_a_dead_link_is_noticed_by_the_keepalive(quilkin, control_plane, servers
 def test_backoff_grows_against_a_server_that_accepts_and_fails(quilkin):
     """Issue 10 #4: the backoff used to start over on every TCP connect, so a server that
     accepts and then fails was hammered every 0.5-2.5 s for ever. It now starts over only
-    after a stream delivered a response: the 4th retry waits at least 4 s
-    (spec xds.md 5.1: 500 ms x 2^(n-1), plus jitter)."""
+    after a stream delivered a response. The schedule is the spec's (xds.md 5.1): retry n
+    waits 500 ms x 2^(n-1) plus a jitter in [0, 2 s), so the four gaps lie in [0.5, 2.5),
+    [1, 3), [2, 4) and [4, 6) s (plus 1 s for a loaded machine). The 30 s cap is checked in
+    tests/unit/xds/ads_client_test.c with a smaller cap."""
     import socket
     import threading
     lsock = socket.socket()
@@ -592,5 +606,6 @@ def test_backoff_grows_against_a_server_that_accepts_and_fails(quilkin):
         th.join(2)
         lsock.close()
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert gaps[3] >= 3.9, gaps  # after 4 failures: 4 s + jitter (it was <= 2.5 s)
-    assert gaps[2] >= 1.9, gaps
+    for n, gap in enumerate(gaps, 1):
+        base = 0.5 * 2 ** (n - 1)
+        assert base - 0.05 <= gap < base + 2.0 + 1.0, (n, gaps)

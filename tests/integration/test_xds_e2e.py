@@ -1,13 +1,17 @@
 """End to end: `quilkin manage file` + two proxies (`-m` to manage) + UDP echo servers, all
 on loopback. A change to the provider file reaches both proxies' data paths (spec xds.md
-§7, §8.1, §5.3). Run with -s to see the measured propagation times."""
+§7, §8.1, §5.3). Run with -s to see the measured propagation times.
+
+Expected values: propagation itself is the spec's (xds.md sections 7, 8.1: the 50 ms
+provider debounce); PROPAGATION_LIMIT is the test's tolerance (docs/test-expectations.md
+E7), not a product figure."""
 
 import json
 import time
 
 from admin_helpers import admin_get, wait_admin_ready
 from admin_helpers import quilkin  # noqa: F401  (fixture)
-from conftest import READY_TIMEOUT, SILENCE, wait_until
+from conftest import READY_TIMEOUT, expect_quiet, wait_until
 from xds_helpers import b64, request, write_by_rename, write_in_place
 from xds_helpers import manage, xds_pb  # noqa: F401  (fixtures)
 
@@ -132,8 +136,10 @@ def test_token_routing_from_manage_file(manage, quilkin, servers, clients):
     # an unknown token is dropped by both proxies
     for c in cs:
         c.send(b"zzzccc")
-    time.sleep(SILENCE)
-    assert a.count() == 2 and b.count() == 2
+
+    def nothing_routed():
+        assert a.count() == 2 and b.count() == 2, (a.snapshot(), b.snapshot())
+    expect_quiet(nothing_routed)
     for c in cs:
         drain(c)
 

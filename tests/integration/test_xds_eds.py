@@ -3,7 +3,11 @@ subscription is a wildcard and every ACK restates it (the control plane here app
 go-control-plane's snapshot-cache rules and fails the test on a violation); assignments are
 keyed by cluster_name; a state-of-the-world response replaces them all, so one it leaves out
 is removed; endpoints whose health is UNHEALTHY, DRAINING or TIMEOUT take no new sessions
-while existing ones go on; weights, priority and health are kept in the endpoint metadata."""
+while existing ones go on; weights, priority and health are kept in the endpoint metadata.
+
+Expected values: EDS is a quilkin-c extension (README "Standard Envoy endpoints"),
+following go-control-plane's state-of-the-world rules, which the Python control plane
+enforces; the health drop reason is docs/test-expectations.md E2."""
 
 import json
 

@@ -3,7 +3,9 @@ server hold is bounded (resource_names, connections per peer, connections that n
 metric rows), each refusal is counted in /metrics, and well-behaved clients keep being
 served. The memory and slow-reader limits are driven by bench_xds_fleet's hostile modes in
 test_xds_hostile.py; the gRPC-level limits also have unit tests (tests/unit/xds/grpc_test.c).
-"""
+
+Expected values: every limit, its default and its metric are quilkin-c's (README "Fleet:
+xDS", the limits table; docs/test-expectations.md E4, E5); status codes are gRPC's."""
 
 import resource
 import selectors

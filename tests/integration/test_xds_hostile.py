@@ -3,7 +3,9 @@ client that opens many streams and sends most of a large message on each cannot 
 server hold more than its per-connection buffer cap, and a client that never reads its
 responses is reset (and counted) instead of queueing versions forever. The full-size runs
 and their numbers are `make xds-bench` (bench/xds_fleet.py); these are short forms.
-"""
+
+Expected values: the limits and metrics of README "Fleet: xDS" (quilkin-c's;
+docs/test-expectations.md E4, E5)."""
 
 import json
 import os

@@ -3,7 +3,12 @@ Python grpcio client (xds_helpers.AdsClient) over loopback.
 
 Responses are decoded with protos compiled from src/xds/proto and compared field by field
 with the provider file; filter configs are also compared byte for byte with the spec's
-encoding vectors (xds.md §6.4)."""
+encoding vectors (xds.md §6.4).
+
+Expected values: resources, type URLs, filter config encodings and server metrics are the
+spec's (xds.md sections 3, 6, 7, 8.1, admin.md section 4.5); pushing every subscribed type
+is the spec's SHOULD (spec README), the `provider file rejected` line quilkin-c's
+(docs/test-expectations.md E1)."""
 
 import time
 

@@ -6,7 +6,11 @@ client certificates).
 Peers are grpcio (the Python control plane and ADS client, BoringSSL inside) and our own
 counterpart; every certificate is made by the test with the openssl CLI: a test CA, a
 server certificate for localhost/127.0.0.1/::1, a client certificate, and a second,
-unrelated CA whose certificates must be refused."""
+unrelated CA whose certificates must be refused.
+
+Expected values: TLS for xDS is a quilkin-c extension (README "Fleet: xDS", TLS); its
+start-up errors exit 255 (spec cli.md section 5; docs/test-expectations.md E3), its log
+lines are docs/test-expectations.md E1."""
 
 import json
 import subprocess
@@ -176,12 +180,15 @@ def test_tls_options_are_checked_at_start(tmp_path, pki):
     r = run("-m", "https://127.0.0.1:1", "--xds-tls-cert", pki["client"]["cert"])
     assert r.returncode == 2 and "go together" in r.stderr, r.stderr
     r = run("-m", "https://127.0.0.1:1", "--xds-tls-ca", str(tmp_path / "missing.pem"))
-    assert r.returncode != 0 and "missing.pem" in r.stderr + r.stdout, r.stderr
+    # README "Exit status": 255 for start-up errors (unreadable TLS files); a crash would
+    # give another status
+    assert r.returncode == 255 and "missing.pem" in r.stderr + r.stdout, r.stderr
     r = run("-m", "https://127.0.0.1:1", "--xds-tls-ca", pki["ca"],
             "--xds-tls-cert", pki["client"]["cert"], "--xds-tls-key", pki["server"]["key"])
-    assert r.returncode != 0 and "cannot load the private key" in r.stderr, r.stderr
+    assert r.returncode == 255 and "cannot load the private key" in r.stderr, r.stderr
+    # spec cli.md §5: a management server URL the client cannot use is a start-up error (255)
     r = run("-m", "ftp://127.0.0.1:1")
-    assert r.returncode != 0 and "https://" in r.stderr + r.stdout, r.stderr
+    assert r.returncode == 255 and "https://" in r.stderr + r.stdout, r.stderr
 
 
 # --------------------------------------------------------------------------
@@ -251,4 +258,4 @@ def test_manage_tls_options_are_checked(tmp_path, pki):
     r = run("--tls-client-ca", pki["ca"])
     assert r.returncode == 2, r.stderr
     r = run("--tls-cert", pki["server"]["cert"], "--tls-key", pki["client"]["key"])
-    assert r.returncode != 0 and "cannot load the private key" in r.stderr, r.stderr
+    assert r.returncode == 255 and "cannot load the private key" in r.stderr, r.stderr

@@ -530,7 +530,13 @@ class CpStream:
 
 
 def _raw_and_parsed(data):
-    return bytes(data), pb().DiscoveryRequest.FromString(data)
+    """The request deserializer: (bytes, DiscoveryRequest), or (bytes, the exception) when
+    the bytes do not decode. grpcio would turn an exception raised here into a cancelled
+    stream, indistinguishable from a client that went away; the reader reports it instead."""
+    try:
+        return bytes(data), pb().DiscoveryRequest.FromString(data)
+    except Exception as exc:  # noqa: BLE001  (google.protobuf.message.DecodeError and kin)
+        return bytes(data), exc
 
 
 def server_tls_credentials(tls):
@@ -661,8 +667,13 @@ class ControlPlane:
                 self._cond.notify_all()
 
     def _read(self, st, request_iterator):
+        import grpc
         try:
             for raw, rq in request_iterator:
+                if isinstance(rq, Exception):
+                    self.violation(f"stream {st.index}: a request that does not decode as "
+                                   f"DiscoveryRequest ({rq!r}): {raw[:80].hex()}")
+                    continue
                 with self._cond:
                     st.raw.append(raw)
                     st.requests.append((time.monotonic(), rq))
@@ -677,8 +688,10 @@ class ControlPlane:
                 if self.auto_reply and fresh and state is not None:
                     st.send(response(rq.type_url, state[0], state[1],
                                      identifier=self.identifier))
-        except Exception:  # cancelled / connection reset
-            pass
+        except grpc.RpcError:
+            pass  # the stream was cancelled or the connection reset: the client went away
+        except Exception as exc:  # noqa: BLE001  (a fault of this control plane: report it)
+            self.violation(f"stream {st.index}: the reader failed: {exc!r}")
         finally:
             with self._cond:
                 st.closed_by_peer = True
@@ -916,7 +929,8 @@ def manage(quilkin_bin, tmp_path, xds_pb):
     ``file_text`` is written to the provider file (``p.file_path``) unless ``path`` names
     one the caller prepared; ``OWN`` only sets the server id. The
     returned Proxy has ``xds_port``, ``target`` ("127.0.0.1:X"), ``url`` ("http://...") and
-    ``admin_host``/``admin_port``. SIGKILLed at teardown; sanitizer reports fail the test.
+    ``admin_host``/``admin_port``. Stopped with SIGTERM at teardown and must exit 0;
+    sanitizer reports fail the test (conftest ``stop_all``).
     """
     started = []
 

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -793,6 +795,20 @@ static void load_file(void **state)
     unlink(path);
 }
 
+/* 0 when loading the unreadable file at path fails with -EACCES and names the file, else a
+ * code saying which part did not hold (for a child process's exit status). */
+static int unreadable_check(const char *path)
+{
+    char used[PATH_MAX];
+    struct err e = {0};
+    struct config *c = NULL;
+    if (config_load_file(path, &c, used, &e) != -EACCES)
+        return 1;
+    if (c)
+        return 2;
+    return strstr(e.msg, path) ? 0 : 3;
+}
+
 static void load_file_fallbacks(void **state)
 {
     char used[PATH_MAX] = "junk";
@@ -813,13 +829,26 @@ static void load_file_fallbacks(void **state)
     assert_true(config_load_file("/tmp", &c, used, &e) < 0);
     assert_null(c);
     assert_non_null(strstr(e.msg, "/tmp"));
+    /* An unreadable file (EACCES) too. Root reads any file, so as root the check runs in a
+     * child that has become nobody; it reports through its exit status. */
+    char *path = write_temp("id: x\n");
+    assert_int_equal(chmod(path, 0), 0);
     if (geteuid() != 0) {
-        char *path = write_temp("id: x\n");
-        chmod(path, 0);
-        assert_int_equal(config_load_file(path, &c, used, &e), -EACCES);
-        assert_non_null(strstr(e.msg, path));
-        unlink(path);
+        assert_int_equal(unreadable_check(path), 0);
+    } else {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            if (setgroups(0, NULL) == -1 || setgid(65534) == -1 || setuid(65534) == -1)
+                _exit(10);
+            _exit(unreadable_check(path));
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0); /* 10: could not drop privileges */
     }
+    unlink(path);
 }
 
 static void default_config(void **state)

@@ -9,11 +9,15 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -254,10 +258,65 @@ static void test_subscriptions_and_ack_nack(void **state)
     config_destroy(lc);
 }
 
+/* spec xds.md §5.1: the delay before retry n is min(500 ms x 2^(n-1), cap) plus a jitter in
+ * [0, 2000) ms. A server that accepts and closes never delivers a response, so the client
+ * keeps backing off; with the cap at 500 ms every gap between its attempts stays within
+ * [500 ms, 2.5 s) (plus scheduling slack), where the 4th retry uncapped would wait at least
+ * 4 s. The proxy's cap is 30 s (ads_client.c), which only this option makes testable. */
+static void test_backoff_is_capped(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(ls, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(ls, 16), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&sin, &len), 0);
+
+    struct err e = {{0}};
+    const char *yaml = "id: node-b\n";
+    struct config *initial = NULL;
+    assert_int_equal(config_parse(yaml, strlen(yaml), "t.yaml", &initial, &e), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(sin.sin_port));
+    const char *servers[] = {url};
+    struct ads_client_opts o = {
+        .servers = servers, .n_servers = 1, .idle_request_secs = 30, .max_backoff_ms = 500};
+    struct ads_client_hooks h = {.apply = apply_hook};
+    struct ads_client *c = ads_client_start(&o, initial, &h, &e);
+    assert_non_null(c);
+
+    enum { ATTEMPTS = 5 };
+    uint64_t at[ATTEMPTS];
+    int n = 0;
+    uint64_t deadline = clock_mono_ns() + 20ull * 1000000000ull;
+    while (n < ATTEMPTS && clock_mono_ns() < deadline) {
+        struct pollfd p = {.fd = ls, .events = POLLIN};
+        if (poll(&p, 1, 100) != 1)
+            continue;
+        int fd = accept(ls, NULL, NULL);
+        if (fd < 0)
+            continue;
+        at[n++] = clock_mono_ns();
+        close(fd); /* TCP works, the stream never does */
+    }
+    ads_client_stop(c);
+    close(ls);
+    assert_int_equal(n, ATTEMPTS);
+    for (int i = 1; i < ATTEMPTS; i++) {
+        uint64_t gap_ms = (at[i] - at[i - 1]) / 1000000;
+        print_message("retry %d after %lu ms\n", i, (unsigned long)gap_ms);
+        assert_true(gap_ms >= 480);
+        assert_true(gap_ms < 3000);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_subscriptions_and_ack_nack),
+        cmocka_unit_test(test_backoff_is_capped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
