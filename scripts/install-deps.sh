@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building, testing and benchmarking quilkin-c need.
+# Installs the Debian packages that building, testing and benchmarking quilkin-c need
+# (zsh, fish and groff-base only syntax-check the generated completions and man page).
 # Idempotent: when every package is already installed it returns without touching apt.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ PKGS=(
   libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
   iproute2 util-linux libssl-dev openssl
+  libmaxminddb-dev libmaxmind-db-writer-perl python3-jsonschema python3-yaml
+  zsh fish groff-base
 )
 
 missing=()

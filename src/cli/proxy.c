@@ -1,12 +1,14 @@
 /* `quilkin proxy`: options (spec cli.md §2.1), start-up order, the control loop (signals,
  * graceful drain) and exit codes. Owns the workers and the published snapshot. */
 #include "admin/http.h"
+#include "base/build_info.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/strbuf.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "cli/proxy_state.h"
 #include "config/config.h"
 #include "config/dump.h"
@@ -19,7 +21,6 @@
 #include "xds/ads_client.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -55,62 +56,112 @@
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
 #define WATCH_CHECK_NS (1000 * 1000000ull)    /* fallback identity check of the file */
 
-static const char proxy_usage[] =
-    "Run Quilkin as a UDP reverse game server proxy\n"
-    "\n"
-    "Usage: quilkin proxy [OPTIONS]\n"
-    "\n"
-    "Options:\n"
-    "  -m, --management-server <URL>  xDS management server http[s]://HOST:PORT, repeatable\n"
-    "                                 [env: QUILKIN_MANAGEMENT_SERVER]\n"
-    "      --mmdb <MMDB>              MaxMind database (not supported; ignored) [env: MMDB]\n"
-    "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
-    "  -q, --qcmp-port <QCMP_PORT>    QCMP ping port [env: QUILKIN_QCMP_PORT] [default: 7600]\n"
-    "  -t, --to <TO>                  Static endpoint IP:PORT, repeatable [env: QUILKIN_DEST]\n"
-    "      --region <REGION>          Locality sent to the management server (node.locality)\n"
-    "                                 [env: QUILKIN_REGION]\n"
-    "      --zone <ZONE>              [env: QUILKIN_ZONE]\n"
-    "      --sub-zone <SUB_ZONE>      [env: QUILKIN_SUB_ZONE]\n"
-    "      --xds-keepalive-interval-secs <SECS>\n"
-    "                                 HTTP/2 PING after this long without a byte from the\n"
-    "                                 management server; 0: off (extension)\n"
-    "                                 [env: QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS] [default: 10]\n"
-    "      --xds-keepalive-timeout-secs <SECS>\n"
-    "                                 The link is dead when a PING is unanswered this long\n"
-    "                                 (extension) [env: QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS]\n"
-    "                                 [default: 5]\n"
-    "      --xds-tls-ca <FILE>        CA bundle (PEM) that https:// management servers are\n"
-    "                                 checked against (extension) [env: QUILKIN_XDS_TLS_CA]\n"
-    "                                 [default: the system CA store]\n"
-    "      --xds-tls-cert <FILE>      Client certificate (PEM) for mTLS (extension)\n"
-    "                                 [env: QUILKIN_XDS_TLS_CERT]\n"
-    "      --xds-tls-key <FILE>       Its private key (PEM) (extension)\n"
-    "                                 [env: QUILKIN_XDS_TLS_KEY]\n"
-    "      --idle-request-interval-secs <SECS>\n"
-    "                                 xDS re-request interval [default: 30]\n"
-    "      --session-timeout-secs <SECS>\n"
-    "                                 Idle session timeout (extension)\n"
-    "                                 [env: QUILKIN_SESSION_TIMEOUT_SECS] [default: 60]\n"
-    "      --unconfirmed-session-timeout-secs <SECS>\n"
-    "                                 Timeout of sessions whose client has not sent again\n"
-    "                                 since the server's first reply; 0: off (extension)\n"
-    "                                 [env: QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS]\n"
-    "                                 [default: 10]\n"
-    "      --max-sessions-per-ip <N>  Sessions one client address (IPv6: /64) may hold;\n"
-    "                                 0: no limit (extension)\n"
-    "                                 [env: QUILKIN_MAX_SESSIONS_PER_IP] [default: 4096]\n"
-    "      --qcmp-source-rate <N>     QCMP replies per second per source address, burst\n"
-    "                                 2N; 0: no limit (extension) [env:\n"
-    "                                 QUILKIN_QCMP_SOURCE_RATE] [default: 20]\n"
-    "      --qcmp-global-rate <N>     QCMP replies per second in all; 0: no limit\n"
-    "                                 (extension) [env: QUILKIN_QCMP_GLOBAL_RATE]\n"
-    "                                 [default: 20000]\n"
-    "      --max-sessions <N>         Session table limit (extension)\n"
-    "                                 [env: QUILKIN_MAX_SESSIONS] [default: 65536, capped by\n"
-    "                                 the open-files limit]\n"
-    "      --workers <N>              Worker threads (extension) [env: QUILKIN_WORKERS]\n"
-    "                                 [default: one per available CPU]\n"
-    "  -h, --help                     Print help\n";
+enum {
+    OPT_MMDB = 256,
+    OPT_IDLE,
+    OPT_TIMEOUT,
+    OPT_MAX_SESSIONS,
+    OPT_WORKERS,
+    OPT_UNCONFIRMED,
+    OPT_PER_IP,
+    OPT_QCMP_SOURCE,
+    OPT_QCMP_GLOBAL,
+    OPT_REGION,
+    OPT_ZONE,
+    OPT_SUB_ZONE,
+    OPT_KEEPALIVE,
+    OPT_KEEPALIVE_TIMEOUT,
+    OPT_TLS_CA,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_CHECK,
+};
+
+/* v0.7.0's options first, in its order, then the extensions. */
+static const struct cli_opt proxy_opts[] = {
+    {.id = 'm', .short_name = 'm', .long_name = "management-server",
+     .value_name = "MANAGEMENT_SERVER", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_MANAGEMENT_SERVER", .flags = CLI_REPEAT,
+     .help = "One or more `quilkin manage` endpoints (http[s]://HOST:PORT) to listen to for "
+             "config changes"},
+    {.id = OPT_MMDB, .long_name = "mmdb", .value_name = "MMDB", .value = CLI_VALUE_FILE,
+     .env = "MMDB",
+     .help = "A MaxMind/IPinfo ASN database file: fills the asn and ip_prefix metric labels; "
+             "reloaded when the file changes"},
+    {.id = 'p', .short_name = 'p', .long_name = "port", .value_name = "PORT",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_PORT", .def = "7777",
+     .help = "The port to listen on for game traffic"},
+    {.id = 'q', .short_name = 'q', .long_name = "qcmp-port", .value_name = "QCMP_PORT",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_QCMP_PORT", .def = "7600",
+     .help = "The port of the QCMP ping responder"},
+    {.id = 't', .short_name = 't', .long_name = "to", .value_name = "TO",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_DEST", .flags = CLI_REPEAT,
+     .help = "One or more socket addresses (IP:PORT) to forward packets to"},
+    {.id = OPT_IDLE, .long_name = "idle-request-interval-secs",
+     .value_name = "IDLE_REQUEST_INTERVAL_SECS", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_IDLE_REQUEST_INTERVAL_SECS", .def = "30",
+     .help = "Re-send the xDS subscriptions after this many seconds without a response"},
+    {.id = OPT_CHECK, .long_name = "check",
+     .help = "Validate the configuration and exit: 0 when the proxy would start, 255 with the "
+             "error when it would not; binds no socket (extension)"},
+    {.id = OPT_REGION, .long_name = "region", .value_name = "REGION", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_REGION", .help = "Locality sent to the management server (extension)"},
+    {.id = OPT_ZONE, .long_name = "zone", .value_name = "ZONE", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_ZONE", .help = "Locality zone (extension)"},
+    {.id = OPT_SUB_ZONE, .long_name = "sub-zone", .value_name = "SUB_ZONE",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_SUB_ZONE",
+     .help = "Locality sub-zone (extension)"},
+    {.id = OPT_KEEPALIVE, .long_name = "xds-keepalive-interval-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS", .def = "10",
+     .help = "HTTP/2 PING after this long without a byte from the management server; 0: off "
+             "(extension)"},
+    {.id = OPT_KEEPALIVE_TIMEOUT, .long_name = "xds-keepalive-timeout-secs",
+     .value_name = "SECS", .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS",
+     .def = "5", .help = "The link is dead when a PING is unanswered this long (extension)"},
+    {.id = OPT_TLS_CA, .long_name = "xds-tls-ca", .value_name = "FILE", .value = CLI_VALUE_FILE,
+     .env = "QUILKIN_XDS_TLS_CA", .def = "the system CA store",
+     .help = "CA bundle (PEM) that https:// management servers are checked against "
+             "(extension)"},
+    {.id = OPT_TLS_CERT, .long_name = "xds-tls-cert", .value_name = "FILE",
+     .value = CLI_VALUE_FILE, .env = "QUILKIN_XDS_TLS_CERT",
+     .help = "Client certificate (PEM) for mTLS (extension)"},
+    {.id = OPT_TLS_KEY, .long_name = "xds-tls-key", .value_name = "FILE",
+     .value = CLI_VALUE_FILE, .env = "QUILKIN_XDS_TLS_KEY",
+     .help = "Its private key (PEM) (extension)"},
+    {.id = OPT_TIMEOUT, .long_name = "session-timeout-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_SESSION_TIMEOUT_SECS", .def = "60",
+     .help = "Idle session timeout, 1..86400 (extension)"},
+    {.id = OPT_UNCONFIRMED, .long_name = "unconfirmed-session-timeout-secs",
+     .value_name = "SECS", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS", .def = "10",
+     .help = "Timeout of sessions whose client has not sent again since the server's first "
+             "reply; 0: off (extension)"},
+    {.id = OPT_PER_IP, .long_name = "max-sessions-per-ip", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_MAX_SESSIONS_PER_IP", .def = "4096",
+     .help = "Sessions one client address (IPv6: /64) may hold; 0: no limit (extension)"},
+    {.id = OPT_QCMP_SOURCE, .long_name = "qcmp-source-rate", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_QCMP_SOURCE_RATE", .def = "20",
+     .help = "QCMP replies per second per source address, burst 2N; 0: no limit (extension)"},
+    {.id = OPT_QCMP_GLOBAL, .long_name = "qcmp-global-rate", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_QCMP_GLOBAL_RATE", .def = "20000",
+     .help = "QCMP replies per second in all; 0: no limit (extension)"},
+    {.id = OPT_MAX_SESSIONS, .long_name = "max-sessions", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_MAX_SESSIONS",
+     .def = "65536, capped by the open-files limit",
+     .help = "Session table limit (extension)"},
+    {.id = OPT_WORKERS, .long_name = "workers", .value_name = "N", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_WORKERS", .def = "one per available CPU",
+     .help = "Worker threads (extension)"},
+    {.id = CLI_OPT_HELP, .short_name = 'h', .long_name = "help", .help = "Print help"},
+};
+
+const struct cli_command cli_proxy_cmd = {
+    .name = "proxy",
+    .about = "Run Quilkin as a UDP reverse proxy",
+    .usage = "[OPTIONS]",
+    .opts = proxy_opts,
+    .n_opts = sizeof(proxy_opts) / sizeof(proxy_opts[0]),
+};
 
 #define MAX_MANAGEMENT_SERVERS 64
 
@@ -130,6 +181,8 @@ struct proxy_opts {
     uint64_t keepalive_secs, keepalive_timeout_secs; /* xDS link keepalive */
     const char *tls_ca, *tls_cert, *tls_key;         /* xDS over TLS; NULL: unset */
     uint64_t workers;      /* 0: one per CPU */
+    const char *mmdb;      /* --mmdb: ASN database file; NULL: none */
+    bool is_check;         /* --check: validate the configuration and exit */
 };
 
 static void add_to(struct proxy_opts *o, const char *text)
@@ -165,6 +218,7 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->tls_ca = getenv("QUILKIN_XDS_TLS_CA");
     o->tls_cert = getenv("QUILKIN_XDS_TLS_CERT");
     o->tls_key = getenv("QUILKIN_XDS_TLS_KEY");
+    o->mmdb = getenv("MMDB");
     if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
         o->management_servers[o->n_management_servers++] = env;
     if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
@@ -191,52 +245,11 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         o->workers = cli_parse_u64("QUILKIN_WORKERS", env);
     bool to_from_cli = false;
 
-    enum {
-        OPT_MMDB = 256,
-        OPT_IDLE,
-        OPT_TIMEOUT,
-        OPT_MAX_SESSIONS,
-        OPT_WORKERS,
-        OPT_UNCONFIRMED,
-        OPT_PER_IP,
-        OPT_QCMP_SOURCE,
-        OPT_QCMP_GLOBAL,
-        OPT_REGION,
-        OPT_ZONE,
-        OPT_SUB_ZONE,
-        OPT_KEEPALIVE,
-        OPT_KEEPALIVE_TIMEOUT,
-        OPT_TLS_CA,
-        OPT_TLS_CERT,
-        OPT_TLS_KEY,
-    };
-    static const struct option opts[] = {
-        {"management-server", required_argument, NULL, 'm'},
-        {"mmdb", required_argument, NULL, OPT_MMDB},
-        {"port", required_argument, NULL, 'p'},
-        {"qcmp-port", required_argument, NULL, 'q'},
-        {"to", required_argument, NULL, 't'},
-        {"idle-request-interval-secs", required_argument, NULL, OPT_IDLE},
-        {"session-timeout-secs", required_argument, NULL, OPT_TIMEOUT},
-        {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
-        {"workers", required_argument, NULL, OPT_WORKERS},
-        {"unconfirmed-session-timeout-secs", required_argument, NULL, OPT_UNCONFIRMED},
-        {"max-sessions-per-ip", required_argument, NULL, OPT_PER_IP},
-        {"qcmp-source-rate", required_argument, NULL, OPT_QCMP_SOURCE},
-        {"qcmp-global-rate", required_argument, NULL, OPT_QCMP_GLOBAL},
-        {"region", required_argument, NULL, OPT_REGION},
-        {"zone", required_argument, NULL, OPT_ZONE},
-        {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
-        {"xds-keepalive-interval-secs", required_argument, NULL, OPT_KEEPALIVE},
-        {"xds-keepalive-timeout-secs", required_argument, NULL, OPT_KEEPALIVE_TIMEOUT},
-        {"xds-tls-ca", required_argument, NULL, OPT_TLS_CA},
-        {"xds-tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"xds-tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    struct cli_parser p;
+    cli_parser_init(&p, &cli_proxy_cmd, &cli_root_cmd, "quilkin proxy", argc, argv, false);
     int c;
-    while ((c = getopt_long(argc, argv, "m:p:q:t:h", opts, NULL)) != -1) {
+    while ((c = cli_next(&p)) != CLI_END) {
+        const char *optarg = p.arg;
         switch (c) {
         case 'm':
             if (!ms_from_cli)
@@ -247,7 +260,7 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             o->management_servers[o->n_management_servers++] = optarg;
             break;
         case OPT_MMDB:
-            LOG_WARN("proxy", "--mmdb is not supported by this build; ignoring %s", optarg);
+            o->mmdb = optarg;
             break;
         case 'p':
             o->port = cli_parse_u16("--port <PORT>", optarg);
@@ -311,15 +324,15 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         case OPT_TLS_KEY:
             o->tls_key = optarg;
             break;
-        case 'h':
-            fputs(proxy_usage, stdout);
-            exit(0);
+        case OPT_CHECK:
+            o->is_check = true;
+            break;
+        case CLI_OPERAND:
+            cli_fail_unexpected(&cli_proxy_cmd, "quilkin proxy", optarg);
         default:
-            cli_usage_error("invalid option for 'proxy' (see 'quilkin proxy --help')");
+            break;
         }
     }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s' for 'proxy'", argv[optind]);
     if (!to_from_cli && (env = getenv("QUILKIN_DEST")) && *env)
         add_to(o, env);
     if (o->n_to && o->n_management_servers)
@@ -602,7 +615,10 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         return EXIT_RUNTIME;
     }
     parse_options(o, argc, argv);
-    LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("version", QK_VERSION)), "Starting Quilkin");
+    LOG_INFO_F("proxy",
+               LOG_FIELDS(LF_STR("version", build_quilkin_version()),
+                          LF_STR("commit", build_commit())),
+               "Starting Quilkin");
     config_view_init(&ps->view);
     atomic_init(&ps->control.draining, false);
     atomic_init(&ps->control.stopping, false);
@@ -628,17 +644,18 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                 .render_metrics = proxy_render_metrics,
                                 .render_config = proxy_render_config,
                                 .ctx = ps};
-    if (cli_start_admin(g, &hooks, &admin) < 0)
+    /* --check binds nothing: it stops once the configuration is known to be usable */
+    if (!o->is_check && cli_start_admin(g, &hooks, &admin) < 0)
         goto out;
 
     char used_path[PATH_MAX];
-    if (config_load_file(g->config_path, &cfg, used_path, &e) < 0) {
+    if (cli_load_config(g, &cfg, used_path, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
         goto out;
     }
     LOG_INFO("config", "loaded %s", used_path[0] ? used_path : "built-in default config");
-    if (used_path[0] && !o->n_management_servers) {
+    if (used_path[0] && !o->n_management_servers && !o->is_check) {
         /* Watch before anything is served, so a change made once /ready answers 200 is
            never missed. With a management server xDS owns the config: no watch. */
         watch = config_watch_create(used_path, &e);
@@ -683,6 +700,12 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     cfg = NULL; /* owned by the snapshot */
     if (snap->n_unresolved)
         LOG_WARN("config", "%u endpoint names did not resolve", snap->n_unresolved);
+    if (o->is_check) {
+        LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("path", used_path[0] ? used_path : NULL)),
+                   "configuration is valid (--check: nothing started)");
+        status = 0;
+        goto out;
+    }
 
     uint64_t nofile = cli_raise_nofile();
     uint64_t max_sessions = o->max_sessions ? o->max_sessions : DEFAULT_MAX_SESSIONS;
@@ -787,9 +810,10 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         }
     }
     LOG_INFO("proxy",
-             "listening on [::]:%u (UDP, IPv4 and IPv6) with %u workers, session timeout %lus, "
+             "listening on [::]:%u (UDP, IPv4 and IPv6) with %u worker%s, session timeout %lus, "
              "max sessions %lu",
-             port, ps->n_workers, (unsigned long)o->session_timeout_secs,
+             port, ps->n_workers, ps->n_workers == 1 ? "" : "s",
+             (unsigned long)o->session_timeout_secs,
              (unsigned long)((uint64_t)per_worker * ps->n_workers));
     LOG_INFO("proxy",
              "unconfirmed sessions expire after %lus%s, at most %lu sessions per client "
