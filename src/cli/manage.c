@@ -337,34 +337,34 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
     cli_parser_init(&p, &cli_manage_cmd, &cli_root_cmd, "quilkin manage", argc, argv, true);
     int c;
     while ((c = cli_next(&p)) != CLI_END) {
-        const char *optarg = p.arg;
+        const char *val = p.arg;
         switch (c) {
         case 'r':
-            LOG_WARN("xds", "--relay is not supported by this build; ignoring %s", optarg);
+            LOG_WARN("xds", "--relay is not supported by this build; ignoring %s", val);
             break;
         case 'p':
-            o->port = cli_parse_u16("--port <PORT>", optarg);
+            o->port = cli_parse_u16("--port <PORT>", val);
             break;
         case OPT_REGION:
-            o->region = optarg;
+            o->region = val;
             break;
         case OPT_ZONE:
-            o->zone = optarg;
+            o->zone = val;
             break;
         case OPT_SUB_ZONE:
-            o->sub_zone = optarg;
+            o->sub_zone = val;
             break;
         case OPT_TLS_CERT:
-            o->tls_cert = optarg;
+            o->tls_cert = val;
             break;
         case OPT_TLS_KEY:
-            o->tls_key = optarg;
+            o->tls_key = val;
             break;
         case OPT_TLS_CA:
-            o->tls_client_ca = optarg;
+            o->tls_client_ca = val;
             break;
         case OPT_LIMIT_FIRST... OPT_LIMIT_LAST:
-            *slots[c - OPT_LIMIT_FIRST] = cli_parse_u64(limit_names[c - OPT_LIMIT_FIRST], optarg);
+            *slots[c - OPT_LIMIT_FIRST] = cli_parse_u64(limit_names[c - OPT_LIMIT_FIRST], val);
             break;
         default:
             break;

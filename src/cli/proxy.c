@@ -249,7 +249,7 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     cli_parser_init(&p, &cli_proxy_cmd, &cli_root_cmd, "quilkin proxy", argc, argv, false);
     int c;
     while ((c = cli_next(&p)) != CLI_END) {
-        const char *optarg = p.arg;
+        const char *val = p.arg;
         switch (c) {
         case 'm':
             if (!ms_from_cli)
@@ -257,78 +257,78 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             ms_from_cli = true;
             if (o->n_management_servers == MAX_MANAGEMENT_SERVERS)
                 cli_usage_error("too many '--management-server' values");
-            o->management_servers[o->n_management_servers++] = optarg;
+            o->management_servers[o->n_management_servers++] = val;
             break;
         case OPT_MMDB:
-            o->mmdb = optarg;
+            o->mmdb = val;
             break;
         case 'p':
-            o->port = cli_parse_u16("--port <PORT>", optarg);
+            o->port = cli_parse_u16("--port <PORT>", val);
             break;
         case 'q':
-            o->qcmp_port = cli_parse_u16("--qcmp-port <QCMP_PORT>", optarg);
+            o->qcmp_port = cli_parse_u16("--qcmp-port <QCMP_PORT>", val);
             break;
         case 't':
             if (!to_from_cli)
                 o->n_to = 0; /* the command line overrides QUILKIN_DEST */
             to_from_cli = true;
-            add_to(o, optarg);
+            add_to(o, val);
             break;
         case OPT_IDLE:
-            o->idle_request_secs = cli_parse_u64("--idle-request-interval-secs <SECS>", optarg);
+            o->idle_request_secs = cli_parse_u64("--idle-request-interval-secs <SECS>", val);
             break;
         case OPT_TIMEOUT:
-            o->session_timeout_secs = cli_parse_u64("--session-timeout-secs <SECS>", optarg);
+            o->session_timeout_secs = cli_parse_u64("--session-timeout-secs <SECS>", val);
             break;
         case OPT_MAX_SESSIONS:
-            o->max_sessions = cli_parse_u64("--max-sessions <N>", optarg);
+            o->max_sessions = cli_parse_u64("--max-sessions <N>", val);
             break;
         case OPT_WORKERS:
-            o->workers = cli_parse_u64("--workers <N>", optarg);
+            o->workers = cli_parse_u64("--workers <N>", val);
             break;
         case OPT_UNCONFIRMED:
             o->unconfirmed_timeout_secs =
-                cli_parse_u64("--unconfirmed-session-timeout-secs <SECS>", optarg);
+                cli_parse_u64("--unconfirmed-session-timeout-secs <SECS>", val);
             break;
         case OPT_PER_IP:
-            o->max_sessions_per_ip = cli_parse_u64("--max-sessions-per-ip <N>", optarg);
+            o->max_sessions_per_ip = cli_parse_u64("--max-sessions-per-ip <N>", val);
             break;
         case OPT_QCMP_SOURCE:
-            o->qcmp_source_rate = cli_parse_u64("--qcmp-source-rate <N>", optarg);
+            o->qcmp_source_rate = cli_parse_u64("--qcmp-source-rate <N>", val);
             break;
         case OPT_QCMP_GLOBAL:
-            o->qcmp_global_rate = cli_parse_u64("--qcmp-global-rate <N>", optarg);
+            o->qcmp_global_rate = cli_parse_u64("--qcmp-global-rate <N>", val);
             break;
         case OPT_REGION:
-            o->region = optarg;
+            o->region = val;
             break;
         case OPT_ZONE:
-            o->zone = optarg;
+            o->zone = val;
             break;
         case OPT_SUB_ZONE:
-            o->sub_zone = optarg;
+            o->sub_zone = val;
             break;
         case OPT_KEEPALIVE:
-            o->keepalive_secs = cli_parse_u64("--xds-keepalive-interval-secs <SECS>", optarg);
+            o->keepalive_secs = cli_parse_u64("--xds-keepalive-interval-secs <SECS>", val);
             break;
         case OPT_KEEPALIVE_TIMEOUT:
             o->keepalive_timeout_secs =
-                cli_parse_u64("--xds-keepalive-timeout-secs <SECS>", optarg);
+                cli_parse_u64("--xds-keepalive-timeout-secs <SECS>", val);
             break;
         case OPT_TLS_CA:
-            o->tls_ca = optarg;
+            o->tls_ca = val;
             break;
         case OPT_TLS_CERT:
-            o->tls_cert = optarg;
+            o->tls_cert = val;
             break;
         case OPT_TLS_KEY:
-            o->tls_key = optarg;
+            o->tls_key = val;
             break;
         case OPT_CHECK:
             o->is_check = true;
             break;
         case CLI_OPERAND:
-            cli_fail_unexpected(&cli_proxy_cmd, "quilkin proxy", optarg);
+            cli_fail_unexpected(&cli_proxy_cmd, "quilkin proxy", val);
         default:
             break;
         }
@@ -437,12 +437,17 @@ static void log_stats(const struct proxy_state *ps)
         return;
     for (unsigned i = 0; i < ps->n_workers; i++)
         worker_stats_add(ps->workers[i], s);
+    /* events of clients with ASN labels are counted apart (proxy/geo.h) */
+    struct geo_scrape *geo = geo_scrape_collect(ps);
+    uint64_t packets[2] = {s->packets_read, s->packets_write};
+    uint64_t bytes[2] = {s->bytes_read, s->bytes_write};
+    geo_scrape_totals(geo, packets, bytes);
     LOG_INFO("proxy",
              "totals: read %lu packets / %lu bytes, write %lu packets / %lu bytes, "
              "sessions created %lu, expired %lu, upstream errors %lu, "
              "QCMP pings %lu, replies %lu, invalid %lu",
-             (unsigned long)s->packets_read, (unsigned long)s->bytes_read,
-             (unsigned long)s->packets_write, (unsigned long)s->bytes_write,
+             (unsigned long)packets[0], (unsigned long)bytes[0], (unsigned long)packets[1],
+             (unsigned long)bytes[1],
              (unsigned long)s->sessions_created, (unsigned long)s->sessions_expired,
              (unsigned long)(s->upstream_errors[UPSTREAM_ERR_REFUSED] +
                              s->upstream_errors[UPSTREAM_ERR_HOST] +
@@ -450,10 +455,13 @@ static void log_stats(const struct proxy_state *ps)
                              s->upstream_errors[UPSTREAM_ERR_OTHER]),
              (unsigned long)s->qcmp_pings,
              (unsigned long)s->qcmp_replies, (unsigned long)s->qcmp_invalid);
-    for (int r = 0; r < DROP_REASON_COUNT; r++)
-        if (s->drops[r])
-            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)s->drops[r],
-                     drop_reason_text((enum drop_reason)r));
+    for (int r = 0; r < DROP_REASON_COUNT; r++) {
+        const char *text = drop_reason_text((enum drop_reason)r);
+        uint64_t n = s->drops[r] + geo_scrape_drops_of(geo, text);
+        if (n)
+            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)n, text);
+    }
+    geo_scrape_free(geo);
     free(s);
 }
 
@@ -519,25 +527,55 @@ static void on_sighup(struct proxy_state *ps, struct config_watch *watch, const 
     }
 }
 
+/* --mmdb: the ASN database file, watched like the config file. A change swaps in the new
+ * database once it opens; a bad or half-written file is logged and the old one stays. */
+struct mmdb_watch {
+    const char *path;           /* NULL: no --mmdb */
+    struct config_watch *watch; /* NULL: not watched */
+    uint64_t reload_at;         /* debounce deadline; 0: none pending */
+};
+
+/* Opens the database at path and makes it the one new sessions are looked up in. Control
+ * thread. */
+static void mmdb_load(struct proxy_state *ps, const char *path, bool is_reload)
+{
+    struct err e = {{0}};
+    struct geo_db *db = geo_db_open(path, &e);
+    if (!db) {
+        LOG_ERROR_F("proxy", LOG_FIELDS(LF_STR("path", path)),
+                    "maxmind database not loaded (%s): %s",
+                    is_reload ? "the previous one stays in use"
+                              : "asn and ip_prefix labels stay empty until it loads",
+                    e.msg);
+        return;
+    }
+    geo_source_swap(&ps->geo, db); /* waits until no worker still reads the old one */
+    LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("path", path)), "maxmind database updated");
+}
+
 /* The control thread's loop: signals (signalfd) and config-file changes (inotify, plus a
  * once-a-second identity check for file systems without inotify). The first SIGINT/SIGTERM
  * starts the drain of spec cli.md §5 (client traffic still forwarded, replies no longer
  * relayed, exit once every session expired); a second exits at once. SIGHUP reloads. */
 static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch *watch,
-                         const char *path, const struct proxy_opts *o)
+                         const char *path, const struct proxy_opts *o, struct mmdb_watch *mm)
 {
     bool draining = false;
     uint64_t reload_at = 0; /* debounce: reload once writes have been quiet for a while */
     uint64_t check_at = clock_mono_ns() + WATCH_CHECK_NS;
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = sig_fd, .events = POLLIN},
-                                {.fd = watch ? config_watch_fd(watch) : -1, .events = POLLIN}};
+        struct pollfd pfd[3] = {
+            {.fd = sig_fd, .events = POLLIN},
+            {.fd = watch ? config_watch_fd(watch) : -1, .events = POLLIN},
+            {.fd = mm->watch ? config_watch_fd(mm->watch) : -1, .events = POLLIN}};
         uint64_t now = clock_mono_ns();
         uint64_t wake = reload_at && reload_at < check_at ? reload_at : check_at;
+        if (mm->reload_at && mm->reload_at < wake)
+            wake = mm->reload_at;
         int timeout = wake > now ? (int)((wake - now) / 1000000 + 1) : 0;
         if (timeout > 1000)
             timeout = 1000; /* the drain checks the session count once a second */
-        int n = poll(pfd, 2, timeout);
+        int n = poll(pfd, 3, timeout);
         if (n == -1 && errno != EINTR)
             return;
         if (n > 0 && (pfd[0].revents & POLLIN)) {
@@ -561,6 +599,8 @@ static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch
         }
         if (n > 0 && watch && (pfd[1].revents & POLLIN) && config_watch_changed(watch))
             reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
+        if (n > 0 && mm->watch && (pfd[2].revents & POLLIN) && config_watch_changed(mm->watch))
+            mm->reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
         now = clock_mono_ns();
         if (now >= check_at) {
             /* advanced with or without a watch: a deadline left in the past would make
@@ -568,6 +608,12 @@ static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch
             check_at = now + WATCH_CHECK_NS;
             if (watch && config_watch_check(watch))
                 reload_at = now + RELOAD_DEBOUNCE_NS;
+            if (mm->watch && config_watch_check(mm->watch))
+                mm->reload_at = now + RELOAD_DEBOUNCE_NS;
+        }
+        if (mm->reload_at && clock_mono_ns() >= mm->reload_at) {
+            mm->reload_at = 0;
+            mmdb_load(ps, mm->path, true);
         }
         if (reload_at && clock_mono_ns() >= reload_at) {
             reload_at = 0;
@@ -620,6 +666,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                           LF_STR("commit", build_commit())),
                "Starting Quilkin");
     config_view_init(&ps->view);
+    geo_source_init(&ps->geo);
     atomic_init(&ps->control.draining, false);
     atomic_init(&ps->control.stopping, false);
 
@@ -632,6 +679,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     struct config *xds_initial = NULL; /* the ADS client's starting point, until handed over */
     struct ip_limit *ip_limit = NULL;  /* shared by the workers; freed after they are */
     int sig_fd = -1;
+    struct mmdb_watch mm = {.path = o->mmdb};
 
     /* Block the signals before any thread starts (admin, workers, xDS) so that every
        thread inherits the mask; the control loop reads them from a signalfd. */
@@ -700,6 +748,27 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     cfg = NULL; /* owned by the snapshot */
     if (snap->n_unresolved)
         LOG_WARN("config", "%u endpoint names did not resolve", snap->n_unresolved);
+    if (mm.path && strstr(mm.path, "://")) {
+        /* v0.7.0 also downloads a URL; we read files only (no HTTP client on the data
+           plane host's start-up path) */
+        LOG_ERROR_F("proxy", LOG_FIELDS(LF_STR("mmdb", mm.path)),
+                    "--mmdb takes a file path in quilkin-c, not a URL: asn and ip_prefix "
+                    "labels stay empty");
+        mm.path = NULL;
+    }
+    if (mm.path && o->is_check) {
+        struct geo_db *db = geo_db_open(mm.path, &e);
+        if (!db) /* not fatal at start-up either (spec cli.md §2.1 step 2) */
+            LOG_WARN_F("proxy", LOG_FIELDS(LF_STR("path", mm.path)),
+                       "maxmind database would not load: %s", e.msg);
+        geo_db_close(db);
+    } else if (mm.path) {
+        /* spec cli.md §2.1 step 2: before any traffic, so the first sessions have it */
+        mmdb_load(ps, mm.path, false);
+        mm.watch = config_watch_create(mm.path, &e);
+        if (!mm.watch)
+            LOG_WARN("proxy", "maxmind database reload disabled: %s", e.msg);
+    }
     if (o->is_check) {
         LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("path", used_path[0] ? used_path : NULL)),
                    "configuration is valid (--check: nothing started)");
@@ -765,7 +834,8 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                  .qcmp_global_rate =
                                      (uint32_t)((o->qcmp_global_rate + n_workers - 1) /
                                                 n_workers),
-                                 .control = &ps->control};
+                                 .control = &ps->control,
+                                 .geo = mm.path ? &ps->geo : NULL};
         ps->workers[i] = worker_create(&wo, &e);
         if (!ps->workers[i]) {
             LOG_ERROR("proxy", "%s", e.msg);
@@ -823,7 +893,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
              (unsigned long)o->max_sessions_per_ip, o->max_sessions_per_ip ? "" : " (off)");
     LOG_INFO("qcmp", "QCMP responder listening on [::]:%u (UDP)", qcmp_port);
     LOG_INFO("proxy", "Quilkin is ready");
-    control_loop(ps, sig_fd, watch, used_path, o);
+    control_loop(ps, sig_fd, watch, used_path, o, &mm);
     log_stats(ps);
     status = 0;
 out:
@@ -840,6 +910,9 @@ out:
     snapshot_destroy(snap);
     config_destroy(cfg);
     config_watch_destroy(watch);
+    config_watch_destroy(mm.watch);
+    /* the workers are gone: nothing reads the database any more */
+    geo_db_close(atomic_exchange(&ps->geo.db, NULL));
     if (sig_fd >= 0)
         close(sig_fd);
     config_view_deinit(&ps->view);
