@@ -292,10 +292,12 @@ static struct geo_client *client_slot(const struct geo_stats *st, const struct a
 uint16_t geo_classify(struct geo_stats *st, const struct geo_source *src,
                       const struct addr *client)
 {
+    /* the generation first: a swap stores the database, then bumps it, so an answer is
+       never cached under a generation newer than the database it came from */
+    uint64_t generation = atomic_load_explicit(&src->generation, memory_order_acquire);
     const struct geo_db *db = atomic_load_explicit(&src->db, memory_order_acquire);
     if (!db)
         return 0;
-    uint64_t generation = atomic_load_explicit(&src->generation, memory_order_acquire);
     struct geo_client *c = client_slot(st, client);
     if (c->family == client->family && c->generation == generation &&
         memcmp(c->ip, client->ip, 16) == 0)
