@@ -13,6 +13,8 @@
 #   make xds-bench  the xDS server harness (bench/xds_fleet.py): 200 ADS streams, 20 changes,
 #                hostile clients; a few minutes, not in `make test`
 #   make xds-bench-short  its short form (50 streams, 3 changes, small hostile sizes)
+#   make man     regenerate docs/man/quilkin.1 from the option tables (`quilkin man`); a test
+#                fails when the committed page differs from what the binary writes
 
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
@@ -24,7 +26,7 @@ FUZZ_SECS  ?= 40
 
 .PHONY: all deps bench-deps build build-asan run test unit integration tsan fuzz bench \
 	bench-short soak soak-short \
-	attack attack-short xds-bench xds-bench-short \
+	attack attack-short xds-bench xds-bench-short man \
         clean fmt check-deps
 
 all: build
@@ -128,6 +130,10 @@ xds-bench: build
 
 xds-bench-short: build
 	$(PYTHON) bench/xds_fleet.py --build $(BUILD) --streams 50 --changes 3 --hostile small
+
+man: build
+	mkdir -p docs/man
+	$(BUILD)/quilkin man > docs/man/quilkin.1
 
 check-deps: deps
 	bash scripts/check-deps.sh

@@ -3,6 +3,7 @@
 #   install-deps.sh          what `make build` and `make test` need
 #   install-deps.sh --bench  that, plus what `make bench` compares against and counts with:
 #                            nginx (/usr/sbin/nginx) and its stream module, perf, strace
+# (zsh, fish and groff-base only syntax-check the generated completions and man page)
 # Idempotent: when every package is already installed it returns without touching apt.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ PKGS=(
   libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
   iproute2 util-linux libssl-dev openssl
+  libmaxminddb-dev libmaxmind-db-writer-perl python3-jsonschema python3-yaml
+  zsh fish groff-base
 )
 # Debian 12: `nginx` ships /usr/sbin/nginx (nginx-light is a metapackage over it) and
 # libnginx-mod-stream /usr/lib/nginx/modules/ngx_stream_module.so; linux-perf ships perf.

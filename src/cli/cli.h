@@ -9,6 +9,9 @@
 
 struct admin;
 struct admin_hooks;
+struct cli_command;
+struct config;
+struct err;
 
 #define EXIT_USAGE 2
 #define EXIT_RUNTIME 255
@@ -17,6 +20,7 @@ struct admin_hooks;
 struct global_opts {
     bool no_admin;
     const char *config_path;   /* NULL: the default lookup */
+    bool is_config_explicit;   /* given with -c or QUILKIN_CONFIG */
     const char *admin_address; /* validated IP:PORT text */
     bool quiet;
 };
@@ -42,9 +46,29 @@ uint64_t cli_raise_nofile(void);
 int cli_start_admin(const struct global_opts *g, const struct admin_hooks *hooks,
                     struct admin **out);
 
+/* Loads the config file of spec config.md §1 (the fallbacks included) into *out; used_path
+ * (PATH_MAX bytes) receives the file read, "" for the built-in default. A -c/QUILKIN_CONFIG
+ * path that does not exist is logged as a WARN naming it before the fallback. 0, or a
+ * negative errno with e set. */
+int cli_load_config(const struct global_opts *g, struct config **out, char *used_path,
+                    struct err *e);
+
+/* The entry point: global options, then the sub-command. Returns the exit status. */
+int cli_main(int argc, char **argv);
+
+/* The command tables (cli/opts.h): the root and its sub-commands. */
+extern const struct cli_command cli_root_cmd, cli_help_cmd, cli_proxy_cmd, cli_qcmp_cmd,
+    cli_manage_cmd, cli_schema_cmd, cli_completions_cmd, cli_man_cmd;
+
 /* Sub-commands; argv[0] is the sub-command name. They return the process exit status. */
 int cli_proxy(const struct global_opts *g, int argc, char **argv);
 int cli_qcmp(const struct global_opts *g, int argc, char **argv);
 int cli_manage(const struct global_opts *g, int argc, char **argv);
+int cli_generate_config_schema(const struct global_opts *g, int argc, char **argv);
+int cli_completions(int argc, char **argv);
+int cli_man(int argc, char **argv);
+
+/* `help [COMMAND]...` below cmd, reached as path: prints that command's help. */
+int cli_help(const struct cli_command *cmd, const char *path, int argc, char **argv);
 
 #endif

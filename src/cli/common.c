@@ -1,13 +1,18 @@
-/* Start-up steps every long-running command shares: the signal mask and the admin server. */
+/* Start-up steps every long-running command shares: the config file, the signal mask and the
+ * admin server. */
 #include "admin/http.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "cli/cli.h"
+#include "config/config.h"
 #include "net/addr.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_ADMIN_ADDRESS "[::]:8000"
 
@@ -53,4 +58,18 @@ uint64_t cli_raise_nofile(void)
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
+}
+
+int cli_load_config(const struct global_opts *g, struct config **out, char *used_path,
+                    struct err *e)
+{
+    /* spec config.md §1: a missing file falls back (v0.7.0 says so only at debug level);
+     * a path someone named deserves a warning, the default one does not */
+    if (g->is_config_explicit && g->config_path && access(g->config_path, F_OK) == -1 &&
+        errno == ENOENT)
+        LOG_WARN_F("config", LOG_FIELDS(LF_STR("path", g->config_path)),
+                   "config file %s not found; falling back to /etc/quilkin/quilkin.yaml, "
+                   "then to the built-in default",
+                   g->config_path);
+    return config_load_file(g->config_path, out, used_path, e);
 }

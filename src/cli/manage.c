@@ -3,12 +3,14 @@
  * such as Kubernetes ConfigMap updates) and re-read on SIGHUP; a bad file keeps the last
  * good state served, and is logged and counted. */
 #include "admin/http.h"
+#include "base/build_info.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/prom.h"
 #include "base/strbuf.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "config/config.h"
 #include "config/dump.h"
 #include "config/node.h"
@@ -19,7 +21,6 @@
 #include "xds/resources.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -35,48 +36,96 @@
 #define PROVIDER_DEBOUNCE_NS (50 * 1000000ull) /* spec xds.md §8.1: wait 50 ms */
 #define WATCH_CHECK_NS (1000 * 1000000ull)      /* fallback identity check of the file */
 
-static const char manage_usage[] =
-    "Run Quilkin as an xDS management server\n"
-    "\n"
-    "Usage: quilkin manage [OPTIONS] <PROVIDER>\n"
-    "\n"
-    "Providers:\n"
-    "  file <PATH>   Watches a configuration file [env: QUILKIN_FS_PATH]\n"
-    "  agones        (not supported by this build)\n"
-    "\n"
-    "Options:\n"
-    "  -r, --relay <URL>        Relay mDS endpoints (not supported yet)\n"
-    "  -p, --port <PORT>        xDS gRPC port [env: QUILKIN_PORT] [default: 7800]\n"
-    "      --region <REGION>    Locality for unlocated endpoints [env: QUILKIN_REGION]\n"
-    "      --zone <ZONE>        [env: QUILKIN_ZONE]\n"
-    "      --sub-zone <SUBZONE> [env: QUILKIN_SUB_ZONE]\n"
-    "      --tls-cert <FILE>    Serve xDS over TLS with this certificate (PEM) (extension)\n"
-    "                           [env: QUILKIN_TLS_CERT]\n"
-    "      --tls-key <FILE>     Its private key (PEM) [env: QUILKIN_TLS_KEY]\n"
-    "      --tls-client-ca <FILE>\n"
-    "                           Require client certificates signed by this CA (mTLS)\n"
-    "                           [env: QUILKIN_TLS_CLIENT_CA]\n"
-    "      --max-connections <N>\n"
-    "                           Open xDS connections in all (extension)\n"
-    "                           [env: QUILKIN_XDS_MAX_CONNECTIONS] [default: 1024]\n"
-    "      --max-connections-per-peer <N>\n"
-    "                           From one IP address; 0: no limit (extension)\n"
-    "                           [env: QUILKIN_XDS_MAX_CONNECTIONS_PER_PEER] [default: 64]\n"
-    "      --first-request-timeout-secs <SECS>\n"
-    "                           A connection, and each stream, must send a request within\n"
-    "                           this; 0: off (extension)\n"
-    "                           [env: QUILKIN_XDS_FIRST_REQUEST_TIMEOUT_SECS] [default: 10]\n"
-    "      --idle-timeout-secs <SECS>\n"
-    "                           Close connections without a stream after this; 0: off\n"
-    "                           (extension) [env: QUILKIN_XDS_IDLE_TIMEOUT_SECS]\n"
-    "                           [default: 60]\n"
-    "      --xds-keepalive-interval-secs <SECS>\n"
-    "                           PING a client silent this long; 0: off (extension)\n"
-    "                           [env: QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS] [default: 30]\n"
-    "      --xds-keepalive-timeout-secs <SECS>\n"
-    "                           Close it when the PING is unanswered this long (extension)\n"
-    "                           [env: QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS] [default: 10]\n"
-    "  -h, --help               Print help\n";
+enum {
+    OPT_REGION = 256,
+    OPT_ZONE,
+    OPT_SUB_ZONE,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
+    OPT_LIMIT_FIRST, /* OPT_LIMIT_FIRST + i sets the i-th limit */
+    OPT_LIMIT_LAST = OPT_LIMIT_FIRST + 5,
+};
+
+static const struct cli_opt manage_opts[] = {
+    {.id = 'r', .short_name = 'r', .long_name = "relay", .value_name = "RELAY",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_MANAGEMENT_SERVER", .flags = CLI_REPEAT,
+     .help = "Relay mDS endpoints to push configuration to (not supported yet: ignored)"},
+    {.id = 'p', .short_name = 'p', .long_name = "port", .value_name = "PORT",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_PORT", .def = "7800",
+     .help = "The TCP port of the xDS gRPC server"},
+    {.id = OPT_REGION, .long_name = "region", .value_name = "REGION", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_REGION", .help = "Locality applied to unlocated endpoints"},
+    {.id = OPT_ZONE, .long_name = "zone", .value_name = "ZONE", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_ZONE", .help = "Locality zone"},
+    {.id = OPT_SUB_ZONE, .long_name = "sub-zone", .value_name = "SUB_ZONE",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_SUB_ZONE", .help = "Locality sub-zone"},
+    {.id = OPT_TLS_CERT, .long_name = "tls-cert", .value_name = "FILE", .value = CLI_VALUE_FILE,
+     .env = "QUILKIN_TLS_CERT",
+     .help = "Serve xDS over TLS with this certificate (PEM) (extension)"},
+    {.id = OPT_TLS_KEY, .long_name = "tls-key", .value_name = "FILE", .value = CLI_VALUE_FILE,
+     .env = "QUILKIN_TLS_KEY", .help = "Its private key (PEM) (extension)"},
+    {.id = OPT_TLS_CA, .long_name = "tls-client-ca", .value_name = "FILE",
+     .value = CLI_VALUE_FILE, .env = "QUILKIN_TLS_CLIENT_CA",
+     .help = "Require client certificates signed by this CA (mTLS) (extension)"},
+    {.id = OPT_LIMIT_FIRST, .long_name = "max-connections", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_MAX_CONNECTIONS", .def = "1024",
+     .help = "Open xDS connections in all (extension)"},
+    {.id = OPT_LIMIT_FIRST + 1, .long_name = "max-connections-per-peer", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_MAX_CONNECTIONS_PER_PEER", .def = "64",
+     .help = "From one IP address; 0: no limit (extension)"},
+    {.id = OPT_LIMIT_FIRST + 2, .long_name = "first-request-timeout-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_FIRST_REQUEST_TIMEOUT_SECS", .def = "10",
+     .help = "A connection, and each stream, must send a request within this; 0: off "
+             "(extension)"},
+    {.id = OPT_LIMIT_FIRST + 3, .long_name = "idle-timeout-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_IDLE_TIMEOUT_SECS", .def = "60",
+     .help = "Close connections without a stream after this; 0: off (extension)"},
+    {.id = OPT_LIMIT_FIRST + 4, .long_name = "xds-keepalive-interval-secs",
+     .value_name = "SECS", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS", .def = "30",
+     .help = "PING a client silent this long; 0: off (extension)"},
+    {.id = OPT_LIMIT_FIRST + 5, .long_name = "xds-keepalive-timeout-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS", .def = "10",
+     .help = "Close it when the PING is unanswered this long (extension)"},
+    {.id = CLI_OPT_HELP, .short_name = 'h', .long_name = "help", .help = "Print help"},
+};
+
+static const struct cli_arg file_args[] = {
+    {.name = "PATH", .help = "The configuration file to watch and serve",
+     .value = CLI_VALUE_FILE, .env = "QUILKIN_FS_PATH"},
+};
+
+static const struct cli_command file_cmd = {
+    .name = "file",
+    .about = "Watches a configuration file and serves what it holds",
+    .usage = "<PATH>",
+    .opts = cli_help_only,
+    .n_opts = 1,
+    .args = file_args,
+    .n_args = 1,
+};
+
+static const struct cli_command agones_cmd = {
+    .name = "agones",
+    .about = "Watches Agones game servers (not supported by quilkin-c)",
+    .usage = "[OPTIONS]",
+    .opts = cli_help_only,
+    .n_opts = 1,
+};
+
+static const struct cli_command *const manage_subs[] = {&agones_cmd, &file_cmd, &cli_help_cmd};
+
+const struct cli_command cli_manage_cmd = {
+    .name = "manage",
+    .about = "Runs Quilkin as an xDS management server, using PROVIDER as a configuration "
+             "source",
+    .usage = "[OPTIONS] <COMMAND>",
+    .opts = manage_opts,
+    .n_opts = sizeof(manage_opts) / sizeof(manage_opts[0]),
+    .subs = manage_subs,
+    .n_subs = sizeof(manage_subs) / sizeof(manage_subs[0]),
+};
 
 struct manage_state {
     struct ads_server *ads;
@@ -275,16 +324,6 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
     for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
         if ((env = getenv(limit_envs[i])))
             *slots[i] = cli_parse_u64(limit_envs[i], env);
-    enum {
-        OPT_REGION = 256,
-        OPT_ZONE,
-        OPT_SUB_ZONE,
-        OPT_TLS_CERT,
-        OPT_TLS_KEY,
-        OPT_TLS_CA,
-        OPT_LIMIT_FIRST, /* OPT_LIMIT_FIRST + i sets slots[i] */
-        OPT_LIMIT_LAST = OPT_LIMIT_FIRST + 5,
-    };
     static const char *const limit_names[] = {
         "--max-connections <N>",
         "--max-connections-per-peer <N>",
@@ -293,60 +332,42 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
         "--xds-keepalive-interval-secs <SECS>",
         "--xds-keepalive-timeout-secs <SECS>",
     };
-    static const struct option opts[] = {
-        {"relay", required_argument, NULL, 'r'},
-        {"port", required_argument, NULL, 'p'},
-        {"region", required_argument, NULL, OPT_REGION},
-        {"zone", required_argument, NULL, OPT_ZONE},
-        {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
-        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"tls-client-ca", required_argument, NULL, OPT_TLS_CA},
-        {"max-connections", required_argument, NULL, OPT_LIMIT_FIRST},
-        {"max-connections-per-peer", required_argument, NULL, OPT_LIMIT_FIRST + 1},
-        {"first-request-timeout-secs", required_argument, NULL, OPT_LIMIT_FIRST + 2},
-        {"idle-timeout-secs", required_argument, NULL, OPT_LIMIT_FIRST + 3},
-        {"xds-keepalive-interval-secs", required_argument, NULL, OPT_LIMIT_FIRST + 4},
-        {"xds-keepalive-timeout-secs", required_argument, NULL, OPT_LIMIT_FIRST + 5},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    /* stop at the provider: its own arguments follow */
+    struct cli_parser p;
+    cli_parser_init(&p, &cli_manage_cmd, &cli_root_cmd, "quilkin manage", argc, argv, true);
     int c;
-    /* '+': stop at the provider name; its own arguments follow */
-    while ((c = getopt_long(argc, argv, "+r:p:h", opts, NULL)) != -1) {
+    while ((c = cli_next(&p)) != CLI_END) {
+        const char *val = p.arg;
         switch (c) {
         case 'r':
-            LOG_WARN("xds", "--relay is not supported by this build; ignoring %s", optarg);
+            LOG_WARN("xds", "--relay is not supported by this build; ignoring %s", val);
             break;
         case 'p':
-            o->port = cli_parse_u16("--port <PORT>", optarg);
+            o->port = cli_parse_u16("--port <PORT>", val);
             break;
         case OPT_REGION:
-            o->region = optarg;
+            o->region = val;
             break;
         case OPT_ZONE:
-            o->zone = optarg;
+            o->zone = val;
             break;
         case OPT_SUB_ZONE:
-            o->sub_zone = optarg;
+            o->sub_zone = val;
             break;
         case OPT_TLS_CERT:
-            o->tls_cert = optarg;
+            o->tls_cert = val;
             break;
         case OPT_TLS_KEY:
-            o->tls_key = optarg;
+            o->tls_key = val;
             break;
         case OPT_TLS_CA:
-            o->tls_client_ca = optarg;
+            o->tls_client_ca = val;
             break;
-        case 'h':
-            fputs(manage_usage, stdout);
-            exit(0);
         case OPT_LIMIT_FIRST... OPT_LIMIT_LAST:
-            *slots[c - OPT_LIMIT_FIRST] = cli_parse_u64(limit_names[c - OPT_LIMIT_FIRST], optarg);
+            *slots[c - OPT_LIMIT_FIRST] = cli_parse_u64(limit_names[c - OPT_LIMIT_FIRST], val);
             break;
         default:
-            cli_usage_error("invalid option for 'manage' (see 'quilkin manage --help')");
+            break;
         }
     }
     if (max_conns < 1 || max_conns > 65536 || per_peer > 65536)
@@ -365,28 +386,48 @@ static void parse_manage(struct manage_opts *o, int argc, char **argv)
         cli_usage_error("'--tls-cert <FILE>' and '--tls-key <FILE>' go together");
     if (o->tls_client_ca && !o->tls_cert)
         cli_usage_error("'--tls-client-ca <FILE>' needs '--tls-cert' and '--tls-key'");
-    if (optind >= argc)
-        cli_usage_error("'manage' requires a provider: file <PATH> (see 'quilkin manage "
-                        "--help')");
-    const char *provider = argv[optind++];
-    if (strcmp(provider, "agones") == 0) {
+    if (p.ind >= argc)
+        cli_fail_missing_sub(&cli_manage_cmd, "quilkin manage");
+    const char *provider = argv[p.ind];
+    const struct cli_command *sub = cli_find_sub(&cli_manage_cmd, provider);
+    if (!sub)
+        cli_fail_unknown_sub(&cli_manage_cmd, "quilkin manage", provider);
+    if (sub == &cli_help_cmd)
+        exit(cli_help(&cli_manage_cmd, "quilkin manage", argc - p.ind, argv + p.ind));
+    char path[64];
+    snprintf(path, sizeof(path), "quilkin manage %s", sub->name);
+    if (sub == &agones_cmd) {
+        for (int i = p.ind + 1; i < argc; i++) {
+            if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                cli_print_help(stdout, sub, path);
+                exit(0);
+            }
+        }
         fprintf(stderr, "quilkin: the agones provider is not supported by this build\n");
         exit(EXIT_RUNTIME);
     }
-    if (strcmp(provider, "file") != 0)
-        cli_usage_error("unknown provider '%s' (expected file or agones)", provider);
-    o->path = optind < argc ? argv[optind++] : getenv("QUILKIN_FS_PATH");
+    struct cli_parser pp;
+    cli_parser_init(&pp, sub, &cli_root_cmd, path, argc - p.ind, argv + p.ind, false);
+    o->path = NULL;
+    while ((c = cli_next(&pp)) != CLI_END) {
+        if (o->path) /* only operands reach here: -h exits in cli_next */
+            cli_fail_unexpected(sub, path, pp.arg);
+        o->path = pp.arg;
+    }
     if (!o->path)
-        cli_usage_error("'manage file' requires a <PATH> [env: QUILKIN_FS_PATH]");
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s' for 'manage file'", argv[optind]);
+        o->path = getenv("QUILKIN_FS_PATH");
+    if (!o->path)
+        cli_usage_error("the following required arguments were not provided:\n  <PATH>\n\n"
+                        "Usage: quilkin manage file <PATH>");
 }
 
 int cli_manage(const struct global_opts *g, int argc, char **argv)
 {
     struct manage_opts o = {0};
     parse_manage(&o, argc, argv);
-    LOG_INFO_F("xds", LOG_FIELDS(LF_STR("version", QK_VERSION), LF_STR("command", "manage")),
+    LOG_INFO_F("xds",
+               LOG_FIELDS(LF_STR("version", build_quilkin_version()),
+                          LF_STR("commit", build_commit()), LF_STR("command", "manage")),
                "Starting Quilkin");
     struct manage_state *m = calloc(1, sizeof(*m));
     if (!m)
@@ -404,7 +445,7 @@ int cli_manage(const struct global_opts *g, int argc, char **argv)
     /* the config file (-c) only provides the server's id here */
     struct config *own = NULL;
     char used[4096];
-    if (config_load_file(g->config_path, &own, used, &e) < 0) {
+    if (cli_load_config(g, &own, used, &e) < 0) {
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
         goto out;
     }

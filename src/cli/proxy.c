@@ -1,12 +1,14 @@
 /* `quilkin proxy`: options (spec cli.md §2.1), start-up order, the control loop (signals,
  * graceful drain) and exit codes. Owns the workers and the published snapshot. */
 #include "admin/http.h"
+#include "base/build_info.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/strbuf.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "cli/proxy_state.h"
 #include "config/config.h"
 #include "config/dump.h"
@@ -19,7 +21,6 @@
 #include "xds/ads_client.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
@@ -55,62 +56,112 @@
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
 #define WATCH_CHECK_NS (1000 * 1000000ull)    /* fallback identity check of the file */
 
-static const char proxy_usage[] =
-    "Run Quilkin as a UDP reverse game server proxy\n"
-    "\n"
-    "Usage: quilkin proxy [OPTIONS]\n"
-    "\n"
-    "Options:\n"
-    "  -m, --management-server <URL>  xDS management server http[s]://HOST:PORT, repeatable\n"
-    "                                 [env: QUILKIN_MANAGEMENT_SERVER]\n"
-    "      --mmdb <MMDB>              MaxMind database (not supported; ignored) [env: MMDB]\n"
-    "  -p, --port <PORT>              Game traffic port [env: QUILKIN_PORT] [default: 7777]\n"
-    "  -q, --qcmp-port <QCMP_PORT>    QCMP ping port [env: QUILKIN_QCMP_PORT] [default: 7600]\n"
-    "  -t, --to <TO>                  Static endpoint IP:PORT, repeatable [env: QUILKIN_DEST]\n"
-    "      --region <REGION>          Locality sent to the management server (node.locality)\n"
-    "                                 [env: QUILKIN_REGION]\n"
-    "      --zone <ZONE>              [env: QUILKIN_ZONE]\n"
-    "      --sub-zone <SUB_ZONE>      [env: QUILKIN_SUB_ZONE]\n"
-    "      --xds-keepalive-interval-secs <SECS>\n"
-    "                                 HTTP/2 PING after this long without a byte from the\n"
-    "                                 management server; 0: off (extension)\n"
-    "                                 [env: QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS] [default: 10]\n"
-    "      --xds-keepalive-timeout-secs <SECS>\n"
-    "                                 The link is dead when a PING is unanswered this long\n"
-    "                                 (extension) [env: QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS]\n"
-    "                                 [default: 5]\n"
-    "      --xds-tls-ca <FILE>        CA bundle (PEM) that https:// management servers are\n"
-    "                                 checked against (extension) [env: QUILKIN_XDS_TLS_CA]\n"
-    "                                 [default: the system CA store]\n"
-    "      --xds-tls-cert <FILE>      Client certificate (PEM) for mTLS (extension)\n"
-    "                                 [env: QUILKIN_XDS_TLS_CERT]\n"
-    "      --xds-tls-key <FILE>       Its private key (PEM) (extension)\n"
-    "                                 [env: QUILKIN_XDS_TLS_KEY]\n"
-    "      --idle-request-interval-secs <SECS>\n"
-    "                                 xDS re-request interval [default: 30]\n"
-    "      --session-timeout-secs <SECS>\n"
-    "                                 Idle session timeout (extension)\n"
-    "                                 [env: QUILKIN_SESSION_TIMEOUT_SECS] [default: 60]\n"
-    "      --unconfirmed-session-timeout-secs <SECS>\n"
-    "                                 Timeout of sessions whose client has not sent again\n"
-    "                                 since the server's first reply; 0: off (extension)\n"
-    "                                 [env: QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS]\n"
-    "                                 [default: 10]\n"
-    "      --max-sessions-per-ip <N>  Sessions one client address (IPv6: /64) may hold;\n"
-    "                                 0: no limit (extension)\n"
-    "                                 [env: QUILKIN_MAX_SESSIONS_PER_IP] [default: 4096]\n"
-    "      --qcmp-source-rate <N>     QCMP replies per second per source address, burst\n"
-    "                                 2N; 0: no limit (extension) [env:\n"
-    "                                 QUILKIN_QCMP_SOURCE_RATE] [default: 20]\n"
-    "      --qcmp-global-rate <N>     QCMP replies per second in all; 0: no limit\n"
-    "                                 (extension) [env: QUILKIN_QCMP_GLOBAL_RATE]\n"
-    "                                 [default: 20000]\n"
-    "      --max-sessions <N>         Session table limit (extension)\n"
-    "                                 [env: QUILKIN_MAX_SESSIONS] [default: 65536, capped by\n"
-    "                                 the open-files limit]\n"
-    "      --workers <N>              Worker threads (extension) [env: QUILKIN_WORKERS]\n"
-    "                                 [default: one per available CPU]\n"
-    "  -h, --help                     Print help\n";
+enum {
+    OPT_MMDB = 256,
+    OPT_IDLE,
+    OPT_TIMEOUT,
+    OPT_MAX_SESSIONS,
+    OPT_WORKERS,
+    OPT_UNCONFIRMED,
+    OPT_PER_IP,
+    OPT_QCMP_SOURCE,
+    OPT_QCMP_GLOBAL,
+    OPT_REGION,
+    OPT_ZONE,
+    OPT_SUB_ZONE,
+    OPT_KEEPALIVE,
+    OPT_KEEPALIVE_TIMEOUT,
+    OPT_TLS_CA,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_CHECK,
+};
+
+/* v0.7.0's options first, in its order, then the extensions. */
+static const struct cli_opt proxy_opts[] = {
+    {.id = 'm', .short_name = 'm', .long_name = "management-server",
+     .value_name = "MANAGEMENT_SERVER", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_MANAGEMENT_SERVER", .flags = CLI_REPEAT,
+     .help = "One or more `quilkin manage` endpoints (http[s]://HOST:PORT) to listen to for "
+             "config changes"},
+    {.id = OPT_MMDB, .long_name = "mmdb", .value_name = "MMDB", .value = CLI_VALUE_FILE,
+     .env = "MMDB",
+     .help = "A MaxMind/IPinfo ASN database file: fills the asn and ip_prefix metric labels; "
+             "reloaded when the file changes"},
+    {.id = 'p', .short_name = 'p', .long_name = "port", .value_name = "PORT",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_PORT", .def = "7777",
+     .help = "The port to listen on for game traffic"},
+    {.id = 'q', .short_name = 'q', .long_name = "qcmp-port", .value_name = "QCMP_PORT",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_QCMP_PORT", .def = "7600",
+     .help = "The port of the QCMP ping responder"},
+    {.id = 't', .short_name = 't', .long_name = "to", .value_name = "TO",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_DEST", .flags = CLI_REPEAT,
+     .help = "One or more socket addresses (IP:PORT) to forward packets to"},
+    {.id = OPT_IDLE, .long_name = "idle-request-interval-secs",
+     .value_name = "IDLE_REQUEST_INTERVAL_SECS", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_IDLE_REQUEST_INTERVAL_SECS", .def = "30",
+     .help = "Re-send the xDS subscriptions after this many seconds without a response"},
+    {.id = OPT_CHECK, .long_name = "check",
+     .help = "Validate the configuration and exit: 0 when the proxy would start, 255 with the "
+             "error when it would not; binds no socket (extension)"},
+    {.id = OPT_REGION, .long_name = "region", .value_name = "REGION", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_REGION", .help = "Locality sent to the management server (extension)"},
+    {.id = OPT_ZONE, .long_name = "zone", .value_name = "ZONE", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_ZONE", .help = "Locality zone (extension)"},
+    {.id = OPT_SUB_ZONE, .long_name = "sub-zone", .value_name = "SUB_ZONE",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_SUB_ZONE",
+     .help = "Locality sub-zone (extension)"},
+    {.id = OPT_KEEPALIVE, .long_name = "xds-keepalive-interval-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_KEEPALIVE_INTERVAL_SECS", .def = "10",
+     .help = "HTTP/2 PING after this long without a byte from the management server; 0: off "
+             "(extension)"},
+    {.id = OPT_KEEPALIVE_TIMEOUT, .long_name = "xds-keepalive-timeout-secs",
+     .value_name = "SECS", .value = CLI_VALUE_TEXT, .env = "QUILKIN_XDS_KEEPALIVE_TIMEOUT_SECS",
+     .def = "5", .help = "The link is dead when a PING is unanswered this long (extension)"},
+    {.id = OPT_TLS_CA, .long_name = "xds-tls-ca", .value_name = "FILE", .value = CLI_VALUE_FILE,
+     .env = "QUILKIN_XDS_TLS_CA", .def = "the system CA store",
+     .help = "CA bundle (PEM) that https:// management servers are checked against "
+             "(extension)"},
+    {.id = OPT_TLS_CERT, .long_name = "xds-tls-cert", .value_name = "FILE",
+     .value = CLI_VALUE_FILE, .env = "QUILKIN_XDS_TLS_CERT",
+     .help = "Client certificate (PEM) for mTLS (extension)"},
+    {.id = OPT_TLS_KEY, .long_name = "xds-tls-key", .value_name = "FILE",
+     .value = CLI_VALUE_FILE, .env = "QUILKIN_XDS_TLS_KEY",
+     .help = "Its private key (PEM) (extension)"},
+    {.id = OPT_TIMEOUT, .long_name = "session-timeout-secs", .value_name = "SECS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_SESSION_TIMEOUT_SECS", .def = "60",
+     .help = "Idle session timeout, 1..86400 (extension)"},
+    {.id = OPT_UNCONFIRMED, .long_name = "unconfirmed-session-timeout-secs",
+     .value_name = "SECS", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_UNCONFIRMED_SESSION_TIMEOUT_SECS", .def = "10",
+     .help = "Timeout of sessions whose client has not sent again since the server's first "
+             "reply; 0: off (extension)"},
+    {.id = OPT_PER_IP, .long_name = "max-sessions-per-ip", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_MAX_SESSIONS_PER_IP", .def = "4096",
+     .help = "Sessions one client address (IPv6: /64) may hold; 0: no limit (extension)"},
+    {.id = OPT_QCMP_SOURCE, .long_name = "qcmp-source-rate", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_QCMP_SOURCE_RATE", .def = "20",
+     .help = "QCMP replies per second per source address, burst 2N; 0: no limit (extension)"},
+    {.id = OPT_QCMP_GLOBAL, .long_name = "qcmp-global-rate", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_QCMP_GLOBAL_RATE", .def = "20000",
+     .help = "QCMP replies per second in all; 0: no limit (extension)"},
+    {.id = OPT_MAX_SESSIONS, .long_name = "max-sessions", .value_name = "N",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_MAX_SESSIONS",
+     .def = "65536, capped by the open-files limit",
+     .help = "Session table limit (extension)"},
+    {.id = OPT_WORKERS, .long_name = "workers", .value_name = "N", .value = CLI_VALUE_TEXT,
+     .env = "QUILKIN_WORKERS", .def = "one per available CPU",
+     .help = "Worker threads (extension)"},
+    {.id = CLI_OPT_HELP, .short_name = 'h', .long_name = "help", .help = "Print help"},
+};
+
+const struct cli_command cli_proxy_cmd = {
+    .name = "proxy",
+    .about = "Run Quilkin as a UDP reverse proxy",
+    .usage = "[OPTIONS]",
+    .opts = proxy_opts,
+    .n_opts = sizeof(proxy_opts) / sizeof(proxy_opts[0]),
+};
 
 #define MAX_MANAGEMENT_SERVERS 64
 
@@ -130,6 +181,8 @@ struct proxy_opts {
     uint64_t keepalive_secs, keepalive_timeout_secs; /* xDS link keepalive */
     const char *tls_ca, *tls_cert, *tls_key;         /* xDS over TLS; NULL: unset */
     uint64_t workers;      /* 0: one per CPU */
+    const char *mmdb;      /* --mmdb: ASN database file; NULL: none */
+    bool is_check;         /* --check: validate the configuration and exit */
 };
 
 static void add_to(struct proxy_opts *o, const char *text)
@@ -165,6 +218,7 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
     o->tls_ca = getenv("QUILKIN_XDS_TLS_CA");
     o->tls_cert = getenv("QUILKIN_XDS_TLS_CERT");
     o->tls_key = getenv("QUILKIN_XDS_TLS_KEY");
+    o->mmdb = getenv("MMDB");
     if ((env = getenv("QUILKIN_MANAGEMENT_SERVER")) && *env)
         o->management_servers[o->n_management_servers++] = env;
     if ((env = getenv("QUILKIN_IDLE_REQUEST_INTERVAL_SECS")))
@@ -191,52 +245,11 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         o->workers = cli_parse_u64("QUILKIN_WORKERS", env);
     bool to_from_cli = false;
 
-    enum {
-        OPT_MMDB = 256,
-        OPT_IDLE,
-        OPT_TIMEOUT,
-        OPT_MAX_SESSIONS,
-        OPT_WORKERS,
-        OPT_UNCONFIRMED,
-        OPT_PER_IP,
-        OPT_QCMP_SOURCE,
-        OPT_QCMP_GLOBAL,
-        OPT_REGION,
-        OPT_ZONE,
-        OPT_SUB_ZONE,
-        OPT_KEEPALIVE,
-        OPT_KEEPALIVE_TIMEOUT,
-        OPT_TLS_CA,
-        OPT_TLS_CERT,
-        OPT_TLS_KEY,
-    };
-    static const struct option opts[] = {
-        {"management-server", required_argument, NULL, 'm'},
-        {"mmdb", required_argument, NULL, OPT_MMDB},
-        {"port", required_argument, NULL, 'p'},
-        {"qcmp-port", required_argument, NULL, 'q'},
-        {"to", required_argument, NULL, 't'},
-        {"idle-request-interval-secs", required_argument, NULL, OPT_IDLE},
-        {"session-timeout-secs", required_argument, NULL, OPT_TIMEOUT},
-        {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
-        {"workers", required_argument, NULL, OPT_WORKERS},
-        {"unconfirmed-session-timeout-secs", required_argument, NULL, OPT_UNCONFIRMED},
-        {"max-sessions-per-ip", required_argument, NULL, OPT_PER_IP},
-        {"qcmp-source-rate", required_argument, NULL, OPT_QCMP_SOURCE},
-        {"qcmp-global-rate", required_argument, NULL, OPT_QCMP_GLOBAL},
-        {"region", required_argument, NULL, OPT_REGION},
-        {"zone", required_argument, NULL, OPT_ZONE},
-        {"sub-zone", required_argument, NULL, OPT_SUB_ZONE},
-        {"xds-keepalive-interval-secs", required_argument, NULL, OPT_KEEPALIVE},
-        {"xds-keepalive-timeout-secs", required_argument, NULL, OPT_KEEPALIVE_TIMEOUT},
-        {"xds-tls-ca", required_argument, NULL, OPT_TLS_CA},
-        {"xds-tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"xds-tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    struct cli_parser p;
+    cli_parser_init(&p, &cli_proxy_cmd, &cli_root_cmd, "quilkin proxy", argc, argv, false);
     int c;
-    while ((c = getopt_long(argc, argv, "m:p:q:t:h", opts, NULL)) != -1) {
+    while ((c = cli_next(&p)) != CLI_END) {
+        const char *val = p.arg;
         switch (c) {
         case 'm':
             if (!ms_from_cli)
@@ -244,82 +257,82 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             ms_from_cli = true;
             if (o->n_management_servers == MAX_MANAGEMENT_SERVERS)
                 cli_usage_error("too many '--management-server' values");
-            o->management_servers[o->n_management_servers++] = optarg;
+            o->management_servers[o->n_management_servers++] = val;
             break;
         case OPT_MMDB:
-            LOG_WARN("proxy", "--mmdb is not supported by this build; ignoring %s", optarg);
+            o->mmdb = val;
             break;
         case 'p':
-            o->port = cli_parse_u16("--port <PORT>", optarg);
+            o->port = cli_parse_u16("--port <PORT>", val);
             break;
         case 'q':
-            o->qcmp_port = cli_parse_u16("--qcmp-port <QCMP_PORT>", optarg);
+            o->qcmp_port = cli_parse_u16("--qcmp-port <QCMP_PORT>", val);
             break;
         case 't':
             if (!to_from_cli)
                 o->n_to = 0; /* the command line overrides QUILKIN_DEST */
             to_from_cli = true;
-            add_to(o, optarg);
+            add_to(o, val);
             break;
         case OPT_IDLE:
-            o->idle_request_secs = cli_parse_u64("--idle-request-interval-secs <SECS>", optarg);
+            o->idle_request_secs = cli_parse_u64("--idle-request-interval-secs <SECS>", val);
             break;
         case OPT_TIMEOUT:
-            o->session_timeout_secs = cli_parse_u64("--session-timeout-secs <SECS>", optarg);
+            o->session_timeout_secs = cli_parse_u64("--session-timeout-secs <SECS>", val);
             break;
         case OPT_MAX_SESSIONS:
-            o->max_sessions = cli_parse_u64("--max-sessions <N>", optarg);
+            o->max_sessions = cli_parse_u64("--max-sessions <N>", val);
             break;
         case OPT_WORKERS:
-            o->workers = cli_parse_u64("--workers <N>", optarg);
+            o->workers = cli_parse_u64("--workers <N>", val);
             break;
         case OPT_UNCONFIRMED:
             o->unconfirmed_timeout_secs =
-                cli_parse_u64("--unconfirmed-session-timeout-secs <SECS>", optarg);
+                cli_parse_u64("--unconfirmed-session-timeout-secs <SECS>", val);
             break;
         case OPT_PER_IP:
-            o->max_sessions_per_ip = cli_parse_u64("--max-sessions-per-ip <N>", optarg);
+            o->max_sessions_per_ip = cli_parse_u64("--max-sessions-per-ip <N>", val);
             break;
         case OPT_QCMP_SOURCE:
-            o->qcmp_source_rate = cli_parse_u64("--qcmp-source-rate <N>", optarg);
+            o->qcmp_source_rate = cli_parse_u64("--qcmp-source-rate <N>", val);
             break;
         case OPT_QCMP_GLOBAL:
-            o->qcmp_global_rate = cli_parse_u64("--qcmp-global-rate <N>", optarg);
+            o->qcmp_global_rate = cli_parse_u64("--qcmp-global-rate <N>", val);
             break;
         case OPT_REGION:
-            o->region = optarg;
+            o->region = val;
             break;
         case OPT_ZONE:
-            o->zone = optarg;
+            o->zone = val;
             break;
         case OPT_SUB_ZONE:
-            o->sub_zone = optarg;
+            o->sub_zone = val;
             break;
         case OPT_KEEPALIVE:
-            o->keepalive_secs = cli_parse_u64("--xds-keepalive-interval-secs <SECS>", optarg);
+            o->keepalive_secs = cli_parse_u64("--xds-keepalive-interval-secs <SECS>", val);
             break;
         case OPT_KEEPALIVE_TIMEOUT:
             o->keepalive_timeout_secs =
-                cli_parse_u64("--xds-keepalive-timeout-secs <SECS>", optarg);
+                cli_parse_u64("--xds-keepalive-timeout-secs <SECS>", val);
             break;
         case OPT_TLS_CA:
-            o->tls_ca = optarg;
+            o->tls_ca = val;
             break;
         case OPT_TLS_CERT:
-            o->tls_cert = optarg;
+            o->tls_cert = val;
             break;
         case OPT_TLS_KEY:
-            o->tls_key = optarg;
+            o->tls_key = val;
             break;
-        case 'h':
-            fputs(proxy_usage, stdout);
-            exit(0);
+        case OPT_CHECK:
+            o->is_check = true;
+            break;
+        case CLI_OPERAND:
+            cli_fail_unexpected(&cli_proxy_cmd, "quilkin proxy", val);
         default:
-            cli_usage_error("invalid option for 'proxy' (see 'quilkin proxy --help')");
+            break;
         }
     }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s' for 'proxy'", argv[optind]);
     if (!to_from_cli && (env = getenv("QUILKIN_DEST")) && *env)
         add_to(o, env);
     if (o->n_to && o->n_management_servers)
@@ -424,12 +437,17 @@ static void log_stats(const struct proxy_state *ps)
         return;
     for (unsigned i = 0; i < ps->n_workers; i++)
         worker_stats_add(ps->workers[i], s);
+    /* events of clients with ASN labels are counted apart (proxy/geo.h) */
+    struct geo_scrape *geo = geo_scrape_collect(ps);
+    uint64_t packets[2] = {s->packets_read, s->packets_write};
+    uint64_t bytes[2] = {s->bytes_read, s->bytes_write};
+    geo_scrape_totals(geo, packets, bytes);
     LOG_INFO("proxy",
              "totals: read %lu packets / %lu bytes, write %lu packets / %lu bytes, "
              "sessions created %lu, expired %lu, upstream errors %lu, "
              "QCMP pings %lu, replies %lu, invalid %lu",
-             (unsigned long)s->packets_read, (unsigned long)s->bytes_read,
-             (unsigned long)s->packets_write, (unsigned long)s->bytes_write,
+             (unsigned long)packets[0], (unsigned long)bytes[0], (unsigned long)packets[1],
+             (unsigned long)bytes[1],
              (unsigned long)s->sessions_created, (unsigned long)s->sessions_expired,
              (unsigned long)(s->upstream_errors[UPSTREAM_ERR_REFUSED] +
                              s->upstream_errors[UPSTREAM_ERR_HOST] +
@@ -437,10 +455,13 @@ static void log_stats(const struct proxy_state *ps)
                              s->upstream_errors[UPSTREAM_ERR_OTHER]),
              (unsigned long)s->qcmp_pings,
              (unsigned long)s->qcmp_replies, (unsigned long)s->qcmp_invalid);
-    for (int r = 0; r < DROP_REASON_COUNT; r++)
-        if (s->drops[r])
-            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)s->drops[r],
-                     drop_reason_text((enum drop_reason)r));
+    for (int r = 0; r < DROP_REASON_COUNT; r++) {
+        const char *text = drop_reason_text((enum drop_reason)r);
+        uint64_t n = s->drops[r] + geo_scrape_drops_of(geo, text);
+        if (n)
+            LOG_INFO("proxy", "dropped %lu packets: %s", (unsigned long)n, text);
+    }
+    geo_scrape_free(geo);
     free(s);
 }
 
@@ -506,25 +527,55 @@ static void on_sighup(struct proxy_state *ps, struct config_watch *watch, const 
     }
 }
 
+/* --mmdb: the ASN database file, watched like the config file. A change swaps in the new
+ * database once it opens; a bad or half-written file is logged and the old one stays. */
+struct mmdb_watch {
+    const char *path;           /* NULL: no --mmdb */
+    struct config_watch *watch; /* NULL: not watched */
+    uint64_t reload_at;         /* debounce deadline; 0: none pending */
+};
+
+/* Opens the database at path and makes it the one new sessions are looked up in. Control
+ * thread. */
+static void mmdb_load(struct proxy_state *ps, const char *path, bool is_reload)
+{
+    struct err e = {{0}};
+    struct geo_db *db = geo_db_open(path, &e);
+    if (!db) {
+        LOG_ERROR_F("proxy", LOG_FIELDS(LF_STR("path", path)),
+                    "maxmind database not loaded (%s): %s",
+                    is_reload ? "the previous one stays in use"
+                              : "asn and ip_prefix labels stay empty until it loads",
+                    e.msg);
+        return;
+    }
+    geo_source_swap(&ps->geo, db); /* waits until no worker still reads the old one */
+    LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("path", path)), "maxmind database updated");
+}
+
 /* The control thread's loop: signals (signalfd) and config-file changes (inotify, plus a
  * once-a-second identity check for file systems without inotify). The first SIGINT/SIGTERM
  * starts the drain of spec cli.md §5 (client traffic still forwarded, replies no longer
  * relayed, exit once every session expired); a second exits at once. SIGHUP reloads. */
 static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch *watch,
-                         const char *path, const struct proxy_opts *o)
+                         const char *path, const struct proxy_opts *o, struct mmdb_watch *mm)
 {
     bool draining = false;
     uint64_t reload_at = 0; /* debounce: reload once writes have been quiet for a while */
     uint64_t check_at = clock_mono_ns() + WATCH_CHECK_NS;
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = sig_fd, .events = POLLIN},
-                                {.fd = watch ? config_watch_fd(watch) : -1, .events = POLLIN}};
+        struct pollfd pfd[3] = {
+            {.fd = sig_fd, .events = POLLIN},
+            {.fd = watch ? config_watch_fd(watch) : -1, .events = POLLIN},
+            {.fd = mm->watch ? config_watch_fd(mm->watch) : -1, .events = POLLIN}};
         uint64_t now = clock_mono_ns();
         uint64_t wake = reload_at && reload_at < check_at ? reload_at : check_at;
+        if (mm->reload_at && mm->reload_at < wake)
+            wake = mm->reload_at;
         int timeout = wake > now ? (int)((wake - now) / 1000000 + 1) : 0;
         if (timeout > 1000)
             timeout = 1000; /* the drain checks the session count once a second */
-        int n = poll(pfd, 2, timeout);
+        int n = poll(pfd, 3, timeout);
         if (n == -1 && errno != EINTR)
             return;
         if (n > 0 && (pfd[0].revents & POLLIN)) {
@@ -548,6 +599,8 @@ static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch
         }
         if (n > 0 && watch && (pfd[1].revents & POLLIN) && config_watch_changed(watch))
             reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
+        if (n > 0 && mm->watch && (pfd[2].revents & POLLIN) && config_watch_changed(mm->watch))
+            mm->reload_at = clock_mono_ns() + RELOAD_DEBOUNCE_NS;
         now = clock_mono_ns();
         if (now >= check_at) {
             /* advanced with or without a watch: a deadline left in the past would make
@@ -555,6 +608,12 @@ static void control_loop(struct proxy_state *ps, int sig_fd, struct config_watch
             check_at = now + WATCH_CHECK_NS;
             if (watch && config_watch_check(watch))
                 reload_at = now + RELOAD_DEBOUNCE_NS;
+            if (mm->watch && config_watch_check(mm->watch))
+                mm->reload_at = now + RELOAD_DEBOUNCE_NS;
+        }
+        if (mm->reload_at && clock_mono_ns() >= mm->reload_at) {
+            mm->reload_at = 0;
+            mmdb_load(ps, mm->path, true);
         }
         if (reload_at && clock_mono_ns() >= reload_at) {
             reload_at = 0;
@@ -602,8 +661,12 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         return EXIT_RUNTIME;
     }
     parse_options(o, argc, argv);
-    LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("version", QK_VERSION)), "Starting Quilkin");
+    LOG_INFO_F("proxy",
+               LOG_FIELDS(LF_STR("version", build_quilkin_version()),
+                          LF_STR("commit", build_commit())),
+               "Starting Quilkin");
     config_view_init(&ps->view);
+    geo_source_init(&ps->geo);
     atomic_init(&ps->control.draining, false);
     atomic_init(&ps->control.stopping, false);
 
@@ -616,6 +679,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     struct config *xds_initial = NULL; /* the ADS client's starting point, until handed over */
     struct ip_limit *ip_limit = NULL;  /* shared by the workers; freed after they are */
     int sig_fd = -1;
+    struct mmdb_watch mm = {.path = o->mmdb};
 
     /* Block the signals before any thread starts (admin, workers, xDS) so that every
        thread inherits the mask; the control loop reads them from a signalfd. */
@@ -628,17 +692,18 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                 .render_metrics = proxy_render_metrics,
                                 .render_config = proxy_render_config,
                                 .ctx = ps};
-    if (cli_start_admin(g, &hooks, &admin) < 0)
+    /* --check binds nothing: it stops once the configuration is known to be usable */
+    if (!o->is_check && cli_start_admin(g, &hooks, &admin) < 0)
         goto out;
 
     char used_path[PATH_MAX];
-    if (config_load_file(g->config_path, &cfg, used_path, &e) < 0) {
+    if (cli_load_config(g, &cfg, used_path, &e) < 0) {
         LOG_ERROR("config", "%s", e.msg);
         fprintf(stderr, "quilkin: invalid configuration: %s\n", e.msg);
         goto out;
     }
     LOG_INFO("config", "loaded %s", used_path[0] ? used_path : "built-in default config");
-    if (used_path[0] && !o->n_management_servers) {
+    if (used_path[0] && !o->n_management_servers && !o->is_check) {
         /* Watch before anything is served, so a change made once /ready answers 200 is
            never missed. With a management server xDS owns the config: no watch. */
         watch = config_watch_create(used_path, &e);
@@ -683,6 +748,33 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     cfg = NULL; /* owned by the snapshot */
     if (snap->n_unresolved)
         LOG_WARN("config", "%u endpoint names did not resolve", snap->n_unresolved);
+    if (mm.path && strstr(mm.path, "://")) {
+        /* v0.7.0 also downloads a URL; we read files only (no HTTP client on the data
+           plane host's start-up path) */
+        LOG_ERROR_F("proxy", LOG_FIELDS(LF_STR("mmdb", mm.path)),
+                    "--mmdb takes a file path in quilkin-c, not a URL: asn and ip_prefix "
+                    "labels stay empty");
+        mm.path = NULL;
+    }
+    if (mm.path && o->is_check) {
+        struct geo_db *db = geo_db_open(mm.path, &e);
+        if (!db) /* not fatal at start-up either (spec cli.md §2.1 step 2) */
+            LOG_WARN_F("proxy", LOG_FIELDS(LF_STR("path", mm.path)),
+                       "maxmind database would not load: %s", e.msg);
+        geo_db_close(db);
+    } else if (mm.path) {
+        /* spec cli.md §2.1 step 2: before any traffic, so the first sessions have it */
+        mmdb_load(ps, mm.path, false);
+        mm.watch = config_watch_create(mm.path, &e);
+        if (!mm.watch)
+            LOG_WARN("proxy", "maxmind database reload disabled: %s", e.msg);
+    }
+    if (o->is_check) {
+        LOG_INFO_F("proxy", LOG_FIELDS(LF_STR("path", used_path[0] ? used_path : NULL)),
+                   "configuration is valid (--check: nothing started)");
+        status = 0;
+        goto out;
+    }
 
     uint64_t nofile = cli_raise_nofile();
     uint64_t max_sessions = o->max_sessions ? o->max_sessions : DEFAULT_MAX_SESSIONS;
@@ -742,7 +834,8 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
                                  .qcmp_global_rate =
                                      (uint32_t)((o->qcmp_global_rate + n_workers - 1) /
                                                 n_workers),
-                                 .control = &ps->control};
+                                 .control = &ps->control,
+                                 .geo = mm.path ? &ps->geo : NULL};
         ps->workers[i] = worker_create(&wo, &e);
         if (!ps->workers[i]) {
             LOG_ERROR("proxy", "%s", e.msg);
@@ -787,9 +880,10 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         }
     }
     LOG_INFO("proxy",
-             "listening on [::]:%u (UDP, IPv4 and IPv6) with %u workers, session timeout %lus, "
+             "listening on [::]:%u (UDP, IPv4 and IPv6) with %u worker%s, session timeout %lus, "
              "max sessions %lu",
-             port, ps->n_workers, (unsigned long)o->session_timeout_secs,
+             port, ps->n_workers, ps->n_workers == 1 ? "" : "s",
+             (unsigned long)o->session_timeout_secs,
              (unsigned long)((uint64_t)per_worker * ps->n_workers));
     LOG_INFO("proxy",
              "unconfirmed sessions expire after %lus%s, at most %lu sessions per client "
@@ -799,7 +893,7 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
              (unsigned long)o->max_sessions_per_ip, o->max_sessions_per_ip ? "" : " (off)");
     LOG_INFO("qcmp", "QCMP responder listening on [::]:%u (UDP)", qcmp_port);
     LOG_INFO("proxy", "Quilkin is ready");
-    control_loop(ps, sig_fd, watch, used_path, o);
+    control_loop(ps, sig_fd, watch, used_path, o, &mm);
     log_stats(ps);
     status = 0;
 out:
@@ -816,6 +910,9 @@ out:
     snapshot_destroy(snap);
     config_destroy(cfg);
     config_watch_destroy(watch);
+    config_watch_destroy(mm.watch);
+    /* the workers are gone: nothing reads the database any more */
+    geo_db_close(atomic_exchange(&ps->geo.db, NULL));
     if (sig_fd >= 0)
         close(sig_fd);
     config_view_deinit(&ps->view);

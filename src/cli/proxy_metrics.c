@@ -89,12 +89,15 @@ static void drops(struct strbuf *out, const char *name, const char *label,
                     s->drops[r]);
     }
     /* spec proxy.md §10: "filter  error: MESSAGE" (two spaces, as v0.7.0 prints it) */
+    /* a reason all of whose drops carry ASN labels has no unlabelled row */
     for (unsigned i = 0; i < rr->count; i++)
-        drop_series(out, name, label, "read", "filter  error: ", rr->text[i], rr->n[i]);
+        if (rr->n[i])
+            drop_series(out, name, label, "read", "filter  error: ", rr->text[i], rr->n[i]);
     for (unsigned i = 0; i < rw->count; i++)
-        drop_series(out, name, label, "write",
-                    "proxy::Session::process_recv_packet: filter  error: ", rw->text[i],
-                    rw->n[i]);
+        if (rw->n[i])
+            drop_series(out, name, label, "write",
+                        "proxy::Session::process_recv_packet: filter  error: ", rw->text[i],
+                        rw->n[i]);
     if (s->filter_drops_unlisted[0])
         drop_series(out, name, label, "read", "filter  error: ", "other", 
                     s->filter_drops_unlisted[0]);
@@ -115,6 +118,7 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
         return -ENOMEM;
     }
     uint32_t active = 0;
+    struct geo_scrape *geo = geo_scrape_collect(ps); /* the rows with ASN labels */
     unsigned n_workers = atomic_load_explicit(&ps->n_workers, memory_order_acquire);
     for (unsigned i = 0; i < n_workers; i++) {
         worker_stats_add(ps->workers[i], s);
@@ -129,11 +133,13 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
     if (s->packets_write)
         prom_sample_u64(out, "quilkin_packets_total", "asn=\"\",event=\"write\",ip_prefix=\"\"",
                         s->packets_write);
+    geo_render_packets(out, geo, "quilkin_packets_total", false);
     prom_header(out, "quilkin_bytes_total", "counter", "Total number of bytes");
     if (s->packets_read)
         prom_sample_u64(out, "quilkin_bytes_total", "asn=\"\",event=\"read\",ip_prefix=\"\"", s->bytes_read);
     if (s->packets_write)
         prom_sample_u64(out, "quilkin_bytes_total", "asn=\"\",event=\"write\",ip_prefix=\"\"", s->bytes_write);
+    geo_render_packets(out, geo, "quilkin_bytes_total", true);
     prom_header(out, "quilkin_errors_total", "counter", "Total number of errors");
     drops(out, "quilkin_errors_total", "display", s, rr, rw);
     for (int k = 0; k < UPSTREAM_ERR_COUNT; k++) {
@@ -149,6 +155,7 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                         "asn=\"\",display=\"game socket receive error\",event=\"read\","
                         "ip_prefix=\"\"",
                         s->game_recv_errors);
+    geo_render_drops(out, geo, "quilkin_errors_total", "display", true);
     prom_header(out, "quilkin_log_lines_dropped_total", "counter",
                 "Log records dropped because stdout did not keep up (extension)");
     prom_sample_u64(out, "quilkin_log_lines_dropped_total", "", log_dropped_lines());
@@ -163,6 +170,8 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
     prom_header(out, "quilkin_packets_dropped_total", "counter",
                 "Total number of dropped packets");
     drops(out, "quilkin_packets_dropped_total", "source", s, rr, rw);
+    geo_render_drops(out, geo, "quilkin_packets_dropped_total", "source", false);
+    geo_render_jitter(out, geo);
 
     prom_header(out, "quilkin_packets_processing_duration_seconds", "histogram",
                 "Time taken to process a packet (batch time divided by batch size)");
@@ -173,10 +182,7 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
                        (double)s->proc_sum_ns[d] / 1e9);
 
     prom_header(out, "quilkin_session_active", "gauge", "Number of active sessions");
-    prom_sample_u64(out, "quilkin_session_active",
-                    "asn=\"0\",country_code=\"\",ip_prefix=\"\",organization=\"\","
-                    "prefix_entity=\"\",prefix_name=\"\"",
-                    active);
+    geo_render_sessions(out, geo, active);
     prom_header(out, "quilkin_session_total", "counter", "Total number of sessions created");
     prom_sample_u64(out, "quilkin_session_total", "", s->sessions_created);
     prom_header(out, "quilkin_session_expired_total", "counter",
@@ -218,6 +224,7 @@ int proxy_render_metrics(void *ctx, struct strbuf *out)
         ads_client_render_metrics(ads, out);
     /* the registry's series: per-filter metrics (spec admin.md §4.4) */
     metrics_render(out);
+    geo_scrape_free(geo);
     free(s);
     free(rr);
     free(rw);

@@ -4,11 +4,11 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "net/addr.h"
 #include "qcmp/codec.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,38 +84,77 @@ static int64_t ping_once(int fd, const struct sockaddr *to, socklen_t to_len, co
     return rtt;
 }
 
+static const struct cli_opt ping_opts[] = {
+    {.id = 'a', .short_name = 'a', .long_name = "amount", .value_name = "AMOUNT",
+     .value = CLI_VALUE_TEXT, .def = "5", .help = "The number of pings to send"},
+    {.id = CLI_OPT_HELP, .short_name = 'h', .long_name = "help", .help = "Print help"},
+};
+
+static const struct cli_arg ping_args[] = {
+    {.name = "ENDPOINT", .help = "The QCMP responder to ping: IP:PORT or [IPv6]:PORT"},
+};
+
+static const struct cli_command ping_cmd = {
+    .name = "ping",
+    .about = "Pings a QCMP responder and prints each round trip and a summary",
+    .usage = "[OPTIONS] <ENDPOINT>",
+    .opts = ping_opts,
+    .n_opts = sizeof(ping_opts) / sizeof(ping_opts[0]),
+    .args = ping_args,
+    .n_args = 1,
+};
+
+static const struct cli_command *const qcmp_subs[] = {&ping_cmd, &cli_help_cmd};
+
+const struct cli_command cli_qcmp_cmd = {
+    .name = "qcmp",
+    .about = "Quilkin Control Message Protocol (QCMP) tools",
+    .usage = "<COMMAND>",
+    .opts = cli_help_only,
+    .n_opts = 1,
+    .subs = qcmp_subs,
+    .n_subs = 2,
+};
+
 int cli_qcmp(const struct global_opts *g, int argc, char **argv)
 {
     (void)g;
-    if (argc < 2 || strcmp(argv[1], "ping") != 0)
-        cli_usage_error("usage: quilkin qcmp ping <ENDPOINT> [-a|--amount <N>]");
-    argc--;
-    argv++;
+    struct cli_parser p;
+    cli_parser_init(&p, &cli_qcmp_cmd, &cli_root_cmd, "quilkin qcmp", argc, argv, true);
+    while (cli_next(&p) != CLI_END) {
+    }
+    if (argc < 2) {
+        /* clap's arg_required_else_help for a command of sub-commands */
+        cli_print_help(stderr, &cli_qcmp_cmd, "quilkin qcmp");
+        return EXIT_USAGE;
+    }
+    if (p.ind >= argc)
+        cli_fail_missing_sub(&cli_qcmp_cmd, "quilkin qcmp");
+    const struct cli_command *sub = cli_find_sub(&cli_qcmp_cmd, argv[p.ind]);
+    if (!sub)
+        cli_fail_unknown_sub(&cli_qcmp_cmd, "quilkin qcmp", argv[p.ind]);
+    if (sub == &cli_help_cmd)
+        return cli_help(&cli_qcmp_cmd, "quilkin qcmp", argc - p.ind, argv + p.ind);
     uint64_t amount = 5;
-    static const struct option opts[] = {
-        {"amount", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    const char *ep = NULL;
+    struct cli_parser pp;
+    cli_parser_init(&pp, &ping_cmd, &cli_root_cmd, "quilkin qcmp ping", argc - p.ind,
+                    argv + p.ind, false);
     int c;
-    while ((c = getopt_long(argc, argv, "a:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'a':
-            amount = cli_parse_u64("--amount <AMOUNT>", optarg);
-            break;
-        case 'h':
-            puts("Usage: quilkin qcmp ping <ENDPOINT> [-a|--amount <AMOUNT>]\n\n"
-                 "Pings a QCMP responder and prints each round trip and a summary.");
-            return 0;
-        default:
-            cli_usage_error("invalid option for 'qcmp ping'");
+    while ((c = cli_next(&pp)) != CLI_END) {
+        if (c == 'a') {
+            amount = cli_parse_u64("--amount <AMOUNT>", pp.arg);
+        } else if (c == CLI_OPERAND) {
+            if (ep)
+                cli_fail_unexpected(&ping_cmd, "quilkin qcmp ping", pp.arg);
+            ep = pp.arg;
         }
     }
-    if (optind + 1 != argc)
-        cli_usage_error("'qcmp ping' takes exactly one <ENDPOINT> (IP:PORT or [IPv6]:PORT)");
+    if (!ep)
+        cli_usage_error("the following required arguments were not provided:\n  <ENDPOINT>\n\n"
+                        "Usage: quilkin qcmp ping <ENDPOINT>");
     if (amount == 0 || amount > MAX_AMOUNT)
         cli_usage_error("invalid value for '--amount': must be 1..=%d", MAX_AMOUNT);
-    const char *ep = argv[optind];
     struct addr target;
     if (addr_parse(ep, &target) < 0)
         cli_usage_error("invalid value '%s' for '<ENDPOINT>': expected IP:PORT or [IPv6]:PORT",

@@ -417,10 +417,53 @@ static enum verdict capture_read(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_PASS;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char capture_schema[] =
+    "description: Captures bytes of each packet into dynamic metadata (exactly one of prefix, suffix, regex).\n"
+    "type: object\n"
+    "properties:\n"
+    "  metadataKey:\n"
+    "    description: The metadata key the captured bytes are written to.\n"
+    "    type: [string, number, boolean]\n"
+    "    default: quilkin.dev/capture\n"
+    "  prefix:\n"
+    "    description: Capture the first `size` bytes.\n"
+    "    $ref: '#/definitions/Affix'\n"
+    "  suffix:\n"
+    "    description: Capture the last `size` bytes.\n"
+    "    $ref: '#/definitions/Affix'\n"
+    "  regex:\n"
+    "    description: Capture every non-overlapping match (RE2 syntax, no back-references or look-around).\n"
+    "    type: object\n"
+    "    required: [pattern]\n"
+    "    properties:\n"
+    "      pattern:\n"
+    "        type: [string, number, boolean]\n"
+    "additionalProperties: false\n"
+    "oneOf:\n"
+    "  - required: [prefix]\n"
+    "  - required: [suffix]\n"
+    "  - required: [regex]\n"
+    "definitions:\n"
+    "  Affix:\n"
+    "    type: object\n"
+    "    required: [size]\n"
+    "    properties:\n"
+    "      size:\n"
+    "        type: integer\n"
+    "        minimum: 0\n"
+    "        maximum: 4294967295\n"
+    "      remove:\n"
+    "        description: Whether the captured bytes are cut from the packet.\n"
+    "        type: boolean\n"
+    "        default: false\n";
+
 const struct filter_ops capture_filter = {
     .name = "quilkin.filters.capture.v1alpha1.Capture",
     .args_size = sizeof(struct capture_args),
     .need = CFG_REQUIRED,
+    .schema = capture_schema,
     .from_yaml = capture_from_yaml,
     .args_free = capture_args_free,
     .create = capture_create,

@@ -376,10 +376,31 @@ static enum verdict compress_write(const struct filter *f, struct pkt_ctx *c)
     return run(f, c, ((const struct compress_args *)f->args)->on_write, DIR_WRITE);
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char compress_schema[] =
+    "description: Compresses or decompresses packets with the Snappy framing format.\n"
+    "type: object\n"
+    "required: [on_read, on_write]\n"
+    "properties:\n"
+    "  mode:\n"
+    "    enum: [SNAPPY, null]\n"
+    "    default: SNAPPY\n"
+    "  on_read:\n"
+    "    description: What to do with packets from clients.\n"
+    "    $ref: '#/definitions/Action'\n"
+    "  on_write:\n"
+    "    description: What to do with packets from servers.\n"
+    "    $ref: '#/definitions/Action'\n"
+    "definitions:\n"
+    "  Action:\n"
+    "    enum: [DO_NOTHING, COMPRESS, DECOMPRESS]\n";
+
 const struct filter_ops compress_filter = {
     .name = COMPRESS_NAME,
     .args_size = sizeof(struct compress_args),
     .need = CFG_REQUIRED,
+    .schema = compress_schema,
     .from_yaml = compress_from_yaml,
     .create = compress_create,
     .read = compress_read,

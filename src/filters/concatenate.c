@@ -103,10 +103,31 @@ static enum verdict concatenate_write(const struct filter *f, struct pkt_ctx *c)
     return apply(a, a->on_write, c);
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char concatenate_schema[] =
+    "description: Appends or prepends bytes to packets.\n"
+    "type: object\n"
+    "required: [bytes]\n"
+    "properties:\n"
+    "  on_read:\n"
+    "    $ref: '#/definitions/Strategy'\n"
+    "  on_write:\n"
+    "    $ref: '#/definitions/Strategy'\n"
+    "  bytes:\n"
+    "    description: The bytes to add, base64 with padding.\n"
+    "    type: [string, number, boolean]\n"
+    "    pattern: '^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'\n"
+    "definitions:\n"
+    "  Strategy:\n"
+    "    enum: [APPEND, PREPEND, DO_NOTHING]\n"
+    "    default: DO_NOTHING\n";
+
 const struct filter_ops concatenate_filter = {
     .name = "quilkin.filters.concatenate.v1alpha1.Concatenate",
     .args_size = sizeof(struct concatenate_args),
     .need = CFG_REQUIRED,
+    .schema = concatenate_schema,
     .from_yaml = concatenate_from_yaml,
     .args_free = concatenate_args_free,
     .read = concatenate_read,

@@ -93,10 +93,21 @@ static enum verdict debug_write(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_PASS;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char debug_schema[] =
+    "description: Logs every packet.\n"
+    "type: [object, 'null']\n"
+    "properties:\n"
+    "  id:\n"
+    "    description: A name shown in the log lines.\n"
+    "    type: [string, number, boolean, 'null']\n";
+
 const struct filter_ops debug_filter = {
     .name = "quilkin.filters.debug.v1alpha1.Debug",
     .args_size = sizeof(struct debug_args),
     .need = CFG_OPTIONAL,
+    .schema = debug_schema,
     .from_yaml = debug_from_yaml,
     .args_free = debug_args_free,
     .read = debug_read,

@@ -7,9 +7,16 @@ static enum verdict drop_packet(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_DROP;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char drop_schema[] =
+    "description: Drops every packet. Takes no configuration.\n"
+    "type: 'null'\n";
+
 const struct filter_ops drop_filter = {
     .name = "quilkin.filters.drop.v1alpha1.Drop",
     .need = CFG_NONE,
+    .schema = drop_schema,
     .read = drop_packet,
     .write = drop_packet,
 };

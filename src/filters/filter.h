@@ -145,6 +145,10 @@ struct filter_ops {
     const char *name; /* exact Quilkin name */
     size_t args_size; /* size of the filter's typed args struct (0: no args) */
     enum cfg_need need;
+    /* The JSON Schema (draft-07) of the config as YAML, without the `$schema`/`title` lines
+     * `quilkin generate-config-schema` adds. It accepts every config from_yaml accepts (it
+     * may accept a little more: cross-field rules live in from_yaml and create()). */
+    const char *schema;
     /* Fills args (zeroed by the caller) from a YAML node; n is NULL when the config is
      * absent or null and need != CFG_REQUIRED. Messages via node_error(). */
     int (*from_yaml)(void *args, const struct node *n, struct err *e);

@@ -353,10 +353,53 @@ static enum verdict firewall_write(const struct filter *f, struct pkt_ctx *c)
     return evaluate(&a->on_write, &c->src, c); /* the server (spec §7: context source) */
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char firewall_schema[] =
+    "description: Allows or denies packets by address and port; the first matching rule decides, no match denies.\n"
+    "type: object\n"
+    "required: [on_read, on_write]\n"
+    "properties:\n"
+    "  on_read:\n"
+    "    description: Rules for packets from clients (matched against the client address).\n"
+    "    type: array\n"
+    "    items:\n"
+    "      $ref: '#/definitions/Rule'\n"
+    "  on_write:\n"
+    "    description: Rules for packets from servers (matched against the server address).\n"
+    "    type: array\n"
+    "    items:\n"
+    "      $ref: '#/definitions/Rule'\n"
+    "definitions:\n"
+    "  Rule:\n"
+    "    type: object\n"
+    "    required: [action, sources, ports]\n"
+    "    properties:\n"
+    "      action:\n"
+    "        enum: [ALLOW, DENY]\n"
+    "      sources:\n"
+    "        description: CIDR ranges such as 10.0.0.0/8 or 2001:db8::/32; a bare address is one host.\n"
+    "        type: array\n"
+    "        items:\n"
+    "          type: string\n"
+    "      ports:\n"
+    "        description: Ports \"N\", or half-open ranges \"A-B\" (B excluded).\n"
+    "        type: array\n"
+    "        items:\n"
+    "          $ref: '#/definitions/PortRange'\n"
+    "  PortRange:\n"
+    "    anyOf:\n"
+    "      - type: integer\n"
+    "        minimum: 0\n"
+    "        maximum: 65534\n"
+    "      - type: string\n"
+    "        pattern: '^[+]?[0-9]+(-[+]?[0-9]+)?$'\n";
+
 const struct filter_ops firewall_filter = {
     .name = "quilkin.filters.firewall.v1alpha1.Firewall",
     .args_size = sizeof(struct firewall_args),
     .need = CFG_REQUIRED,
+    .schema = firewall_schema,
     .from_yaml = firewall_from_yaml,
     .args_free = firewall_args_free,
     .read = firewall_read,

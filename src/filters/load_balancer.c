@@ -141,10 +141,21 @@ static enum verdict lb_read(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_PASS;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char lb_schema[] =
+    "description: Sends each packet to one endpoint chosen by the policy.\n"
+    "type: object\n"
+    "properties:\n"
+    "  policy:\n"
+    "    enum: [ROUND_ROBIN, RANDOM, HASH, null]\n"
+    "    default: ROUND_ROBIN\n";
+
 const struct filter_ops load_balancer_filter = {
     .name = "quilkin.filters.load_balancer.v1alpha1.LoadBalancer",
     .args_size = sizeof(struct lb_args),
     .need = CFG_REQUIRED,
+    .schema = lb_schema,
     .from_yaml = lb_from_yaml,
     .create = lb_create,
     .read = lb_read,

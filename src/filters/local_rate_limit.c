@@ -243,10 +243,29 @@ static enum verdict rl_read(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_PASS;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char rl_schema[] =
+    "description: Limits the packets each client address may send per period.\n"
+    "type: object\n"
+    "required: [max_packets, period]\n"
+    "properties:\n"
+    "  max_packets:\n"
+    "    description: Packets allowed per client address and period.\n"
+    "    type: integer\n"
+    "    minimum: 0\n"
+    "    maximum: 18446744073709551615\n"
+    "  period:\n"
+    "    description: The period in seconds.\n"
+    "    type: integer\n"
+    "    minimum: 1\n"
+    "    maximum: 4294967295\n";
+
 const struct filter_ops local_rate_limit_filter = {
     .name = "quilkin.filters.local_rate_limit.v1alpha1.LocalRateLimit",
     .args_size = sizeof(struct rl_args),
     .need = CFG_REQUIRED,
+    .schema = rl_schema,
     .from_yaml = rl_from_yaml,
     .create = rl_create,
     .read = rl_read,

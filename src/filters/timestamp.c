@@ -133,10 +133,21 @@ static enum verdict timestamp_write(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_PASS;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char timestamp_schema[] =
+    "description: Observes the age of a Unix timestamp (seconds) held in dynamic metadata.\n"
+    "type: object\n"
+    "required: [metadataKey]\n"
+    "properties:\n"
+    "  metadataKey:\n"
+    "    type: [string, number, boolean]\n";
+
 const struct filter_ops timestamp_filter = {
     .name = TIMESTAMP_NAME,
     .args_size = sizeof(struct timestamp_args),
     .need = CFG_REQUIRED,
+    .schema = timestamp_schema,
     .from_yaml = timestamp_from_yaml,
     .args_free = timestamp_args_free,
     .create = timestamp_create,

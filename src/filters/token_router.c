@@ -133,10 +133,21 @@ static enum verdict token_router_read(const struct filter *f, struct pkt_ctx *c)
     return VERDICT_PASS;
 }
 
+/* The JSON Schema (draft-07) of this filter's config, as YAML (`quilkin
+ * generate-config-schema`): it accepts everything from_yaml accepts. */
+static const char token_router_schema[] =
+    "description: Sends each packet to the endpoints whose tokens hold the metadata value.\n"
+    "type: [object, 'null']\n"
+    "properties:\n"
+    "  metadataKey:\n"
+    "    type: [string, number, boolean]\n"
+    "    default: quilkin.dev/capture\n";
+
 const struct filter_ops token_router_filter = {
     .name = "quilkin.filters.token_router.v1alpha1.TokenRouter",
     .args_size = sizeof(struct token_router_args),
     .need = CFG_OPTIONAL,
+    .schema = token_router_schema,
     .from_yaml = token_router_from_yaml,
     .args_free = token_router_args_free,
     .create = token_router_create,

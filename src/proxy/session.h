@@ -38,6 +38,8 @@ struct session {
     uint64_t tx_batch;     /* worker's send staging: batch id of tx_tail */
     uint32_t tx_tail;      /* last staged send of this session in that batch */
     uint32_t rxq_drops;    /* last SO_RXQ_OVFL count seen on its socket */
+    uint16_t geo;          /* its client's metric label set (proxy/geo.h); 0: none */
+    uint64_t last_reply_ns; /* when its socket last received (jitter); 0: never */
 };
 
 struct session_table;

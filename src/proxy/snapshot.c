@@ -155,6 +155,12 @@ void snapshot_publish(struct snapshot *s)
     }
 }
 
+void snapshot_wait_readers(void)
+{
+    synchronize_rcu();
+    GRACE_ACQUIRE();
+}
+
 struct snapshot *snapshot_current(void)
 {
     return __atomic_load_n(&current_snapshot, __ATOMIC_ACQUIRE);

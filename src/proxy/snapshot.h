@@ -45,6 +45,11 @@ void snapshot_destroy(struct snapshot *s);
  * Passing NULL retires the current snapshot (used at shutdown). */
 void snapshot_publish(struct snapshot *s);
 
+/* Waits until every worker has passed a quiescent state, so nothing a worker read before
+ * the call (another RCU-published pointer, e.g. the ASN database) is still in use. Control
+ * thread only; must not be an online reader. */
+void snapshot_wait_readers(void);
+
 /* The current snapshot, or NULL before the first publish. Worker threads call it while
  * online (between rcu_thread_online and their next quiescent state) and keep using the
  * pointer only until then. */

@@ -12,6 +12,7 @@
 #include "filters/chain.h"
 #include "net/addr.h"
 #include "net/sock.h"
+#include "proxy/geo.h"
 #include "proxy/ip_limit.h"
 #include "proxy/session.h"
 #include "proxy/snapshot.h"
@@ -60,6 +61,7 @@ struct tx_entry {
  * one drop however many of its sends failed, so no datagram is counted twice. */
 struct rx_result {
     uint64_t bytes_ok; /* bytes the kernel accepted, summed over endpoints */
+    uint16_t geo;      /* the label set of its (first) session, 0: none */
     bool passed;       /* the chain passed and every endpoint's send was staged */
     bool failed;       /* dropped and counted (a staging failure or a failed send) */
 };
@@ -81,6 +83,9 @@ struct worker {
     bool ports_exhausted_logged; /* set when connect() found no ephemeral port */
     struct log_ratelimit rl_upstream, rl_socket, rl_ip_limit;
     struct ip_limit *ip_limit; /* shared by all workers; NULL: no per-IP cap */
+    const struct geo_source *geo_src; /* the ASN database; NULL: no --mmdb */
+    struct geo_stats *geo;            /* owned: labelled counters and jitter */
+    uint64_t last_rx_ns;              /* the previous game-socket batch (read jitter) */
     struct qcmp_ratelimit *qcmp_rl; /* owned */
     struct log_ratelimit rl_drop[DROP_REASON_COUNT]; /* debug lines about drops */
 
@@ -232,7 +237,14 @@ static void log_drop(struct worker *w, enum drop_reason r, const struct addr *cl
 static void drop_ex(struct worker *w, enum drop_reason r, const struct addr *client,
                     const char *detail)
 {
-    stat_add(&w->stats.drops[r], 1);
+    /* a client with an ASN label set is counted under its labels (filter drops by their
+       own reason, in drop_filter; their total here only feeds the shutdown log) */
+    uint16_t geo = client && w->geo_src && r != DROP_FILTER_READ && r != DROP_FILTER_WRITE
+                       ? geo_client(w->geo, client)
+                       : 0;
+    if (!geo || !geo_count_drop(w->geo, reason_text[r], GEO_DROP_PLAIN,
+                                (int)drop_reason_direction(r), geo))
+        stat_add(&w->stats.drops[r], 1);
     if (log_enabled(LOG_LEVEL_DEBUG))
         log_drop(w, r, client, detail);
 }
@@ -240,22 +252,27 @@ static void drop_ex(struct worker *w, enum drop_reason r, const struct addr *cli
 
 /* Counts a filter's drop under its reason text: a short linear search (a chain has a
  * handful of distinct reasons, and only dropped packets pay for it). */
-static void drop_filter(struct worker *w, enum direction dir, const char *reason)
+static void drop_filter(struct worker *w, enum direction dir, const char *reason,
+                        const struct addr *client)
 {
     struct reason_count *rc = w->stats.filter_reasons[dir];
     if (!reason)
         reason = "filter dropped the packet";
+    uint16_t geo = w->geo_src ? geo_client(w->geo, client) : 0;
     for (unsigned i = 0; i < REASON_SLOTS; i++) {
-        if (!atomic_load_explicit(&rc[i].used, memory_order_relaxed)) {
+        bool is_new = !atomic_load_explicit(&rc[i].used, memory_order_relaxed);
+        if (is_new) {
             snprintf(rc[i].text, sizeof(rc[i].text), "%s", reason);
-            stat_add(&rc[i].n, 1);
             atomic_store_explicit(&rc[i].used, true, memory_order_release);
-            return;
+        } else if (strncmp(rc[i].text, reason, sizeof(rc[i].text) - 1) != 0) {
+            continue;
         }
-        if (strncmp(rc[i].text, reason, sizeof(rc[i].text) - 1) == 0) {
+        if (!geo || !geo_count_drop(w->geo, rc[i].text,
+                                    dir == DIR_READ ? GEO_DROP_FILTER_READ
+                                                    : GEO_DROP_FILTER_WRITE,
+                                    (int)dir, geo))
             stat_add(&rc[i].n, 1);
-            return;
-        }
+        return;
     }
     stat_add(&w->stats.filter_drops_unlisted[dir], 1);
 }
@@ -316,6 +333,8 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     w->control = o->control;
     w->timeout_ns = o->session_timeout_ns;
     w->ip_limit = o->ip_limit;
+    w->geo_src = o->geo;
+    w->geo = calloc(1, sizeof(*w->geo));
     uint64_t now = clock_mono_ns();
     w->qcmp_rl = qcmp_ratelimit_create(o->qcmp_source_rate, o->qcmp_global_rate,
                                        now ^ ((uint64_t)o->index << 48));
@@ -338,7 +357,7 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
     }
-    if (!w->sessions || !w->qcmp_rl || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
+    if (!w->sessions || !w->qcmp_rl || !w->geo || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
     }
@@ -616,6 +635,9 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         s->lport = sibling->lport;
     w->fd_map[fd] = session_index(w->sessions, s) + 1;
     stat_add(&w->stats.sessions_created, 1);
+    /* spec admin.md §4.6: the client's ASN data, looked up once per session */
+    if (w->geo_src && (s->geo = geo_classify(w->geo, w->geo_src, client)))
+        geo_add(&w->geo->created[s->geo], 1);
     if (log_enabled(LOG_LEVEL_DEBUG))
         log_session(w, s, "session created");
     return s;
@@ -653,6 +675,8 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     memset(res, 0, sizeof(*res));
     if (!addr_from_sockaddr(&c.src, (struct sockaddr *)&w->rx_from[i], m->msg_hdr.msg_namelen))
         return;
+    if (w->geo_src) /* labels its jitter even when it is dropped before finding a session */
+        res->geo = geo_client(w->geo, &c.src);
     if (m->msg_len >= MAX_DGRAM || (m->msg_hdr.msg_flags & MSG_TRUNC))
         return; /* cannot happen for UDP over IP: payloads are at most 65,527 bytes */
     if (!snap || snap->n_eps == 0) {
@@ -663,7 +687,7 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     memset(&c.dst, 0, sizeof(c.dst));
     if (chain_read(&snap->chain, &c) != VERDICT_PASS) {
         drop_ex(w, DROP_FILTER_READ, &c.src, c.drop_reason);
-        drop_filter(w, DIR_READ, c.drop_reason);
+        drop_filter(w, DIR_READ, c.drop_reason, &c.src);
         return;
     }
     uint8_t *data = pkt_data(&c.pkt);
@@ -689,6 +713,8 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
         if (!first)
             first = s;
         stage_upstream(w, s, i, data, c.pkt.len);
+        if (!staged)
+            res->geo = s->geo;
         staged++;
     }
     if (staged == 0 && c.eps.n > 0) {
@@ -700,16 +726,27 @@ static void process_read(struct worker *w, const struct snapshot *snap, unsigned
     res->passed = true; /* counted as read once its sends are flushed */
 }
 
-/* After the batch's sends: spec admin.md §4.1, a datagram is read once all its sends went. */
-static void count_reads(struct worker *w, unsigned n)
+/* After the batch's sends: spec admin.md §4.1, a datagram is read once all its sends went.
+ * The jitter gauge is the time since the worker's previous datagram, each datagram
+ * received at the batch's one clock read t_ns (so a batch's later datagrams are 0 apart). */
+static void count_reads(struct worker *w, unsigned n, uint64_t t_ns)
 {
     uint64_t packets = 0, bytes = 0;
     for (unsigned i = 0; i < n; i++) {
-        if (w->rx_res[i].passed && !w->rx_res[i].failed) {
+        const struct rx_result *r = &w->rx_res[i];
+        if (i > 0 || w->last_rx_ns)
+            geo_jitter(w->geo, DIR_READ, r->geo, i ? 0 : (int64_t)(t_ns - w->last_rx_ns), t_ns);
+        if (!r->passed || r->failed)
+            continue;
+        if (r->geo) {
+            geo_add(&w->geo->packets[DIR_READ][r->geo], 1);
+            geo_add(&w->geo->bytes[DIR_READ][r->geo], r->bytes_ok);
+        } else {
             packets++;
-            bytes += w->rx_res[i].bytes_ok;
+            bytes += r->bytes_ok;
         }
     }
+    w->last_rx_ns = t_ns;
     stat_add(&w->stats.packets_read, packets);
     stat_add(&w->stats.bytes_read, bytes);
 }
@@ -738,7 +775,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
         for (int i = 0; i < n; i++)
             process_read(w, snap, (unsigned)i);
         flush_upstream(w);
-        count_reads(w, (unsigned)n);
+        count_reads(w, (unsigned)n, t0);
         observe_proc(w, DIR_READ, (clock_mono_ns() - t0) / (unsigned)n, (unsigned)n);
         if (n < RX_BATCH)
             return;
@@ -763,8 +800,13 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
     uint32_t len = w->rep_rx[i].msg_len;
     if (len >= MAX_DGRAM)
         return;
-    stat_add(&w->stats.packets_write, 1); /* spec admin.md §4.1: counted before the chain */
-    stat_add(&w->stats.bytes_write, len);
+    if (s->geo) { /* spec admin.md §4.1: counted before the chain, with the client's labels */
+        geo_add(&w->geo->packets[DIR_WRITE][s->geo], 1);
+        geo_add(&w->geo->bytes[DIR_WRITE][s->geo], len);
+    } else {
+        stat_add(&w->stats.packets_write, 1);
+        stat_add(&w->stats.bytes_write, len);
+    }
     if (atomic_load_explicit(&w->control->draining, memory_order_relaxed)) {
         drop_ex(w, DROP_DRAINING, &s->client, NULL);
         return;
@@ -776,7 +818,7 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
     c.eps.n = 0; /* the write direction has no endpoint candidates */
     if (snap && chain_write(&snap->chain, &c) != VERDICT_PASS) {
         drop_ex(w, DROP_FILTER_WRITE, &s->client, c.drop_reason);
-        drop_filter(w, DIR_WRITE, c.drop_reason);
+        drop_filter(w, DIR_WRITE, c.drop_reason, &s->client);
         return;
     }
     session_seen_reply(s, w->now_ns); /* the seed's rule, once the session is confirmed */
@@ -815,7 +857,9 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
                                        : errno == EHOSTUNREACH ? UPSTREAM_ERR_HOST
                                        : errno == ENETUNREACH  ? UPSTREAM_ERR_NET
                                                                : UPSTREAM_ERR_OTHER;
-            stat_add(&w->stats.upstream_errors[kind], 1);
+            if (!s->geo || !geo_count_drop(w->geo, upstream_error_text(kind), GEO_ERROR_ONLY,
+                                           DIR_WRITE, s->geo))
+                stat_add(&w->stats.upstream_errors[kind], 1);
             uint64_t suppressed;
             if (log_ratelimit_ok(&w->rl_upstream, w->now_ns, &suppressed)) {
                 char ep[ADDR_STR_CAP];
@@ -830,8 +874,16 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
         count_kernel_drops(w, &w->rep_rx[w->n_rep + (unsigned)n - 1], &s->rxq_drops,
                            SOCK_UPSTREAM);
         unsigned first = w->n_rep;
+        uint64_t t = clock_mono_ns(); /* one clock read per receive batch */
         if (first == 0)
-            w->rep_start_ns = clock_mono_ns();
+            w->rep_start_ns = t;
+        /* spec admin.md §4.1: jitter per upstream socket, the time since its previous
+           datagram (a batch's later datagrams are 0 apart) */
+        for (int k = 0; k < n; k++)
+            if (k > 0 || s->last_reply_ns)
+                geo_jitter(w->geo, DIR_WRITE, s->geo, k ? 0 : (int64_t)(t - s->last_reply_ns),
+                           t);
+        s->last_reply_ns = t;
         w->n_rep += (unsigned)n;
         for (unsigned i = first; i < w->n_rep; i++)
             process_write(w, snap, s, i);
@@ -922,6 +974,8 @@ static void close_session(void *ctx, struct session *s)
     s->fd = -1;
     ip_limit_release(w->ip_limit, &s->client);
     stat_add(&w->stats.sessions_expired, 1);
+    if (s->geo)
+        geo_add(&w->geo->closed[s->geo], 1);
     uint64_t secs = (w->now_ns - s->created_ns) / 1000000000ull;
     unsigned b = 0;
     while (b < SESSION_DUR_BUCKETS && (double)secs > worker_session_dur_bounds_s[b])
@@ -1013,10 +1067,16 @@ void worker_destroy(struct worker *w)
         close(w->qcmp_fd);
     arena_deinit(&w->scratch);
     qcmp_ratelimit_destroy(w->qcmp_rl);
+    free(w->geo); /* after the sessions: close_session counts into it */
     free(w->rx_mem);
     free(w->reply_mem);
     free(w->spare);
     free(w);
+}
+
+const struct geo_stats *worker_geo_stats(const struct worker *w)
+{
+    return w->geo;
 }
 
 uint32_t worker_session_count(const struct worker *w)

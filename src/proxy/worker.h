@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 struct err;
+struct geo_source;
+struct geo_stats;
 struct ip_limit;
 
 enum drop_reason {
@@ -81,7 +83,8 @@ struct reason_count {
     uint64_t n;
 };
 
-/* One worker's counters. Written only by that worker (relaxed load + store), read by any
+/* One worker's counters (events of clients with an ASN label set are counted in the
+ * worker's geo_stats instead: see worker_geo_stats). Written only by that worker (relaxed load + store), read by any
  * thread with relaxed loads. Padded so no two workers share a cache line. */
 struct worker_stats {
     uint64_t packets_read, bytes_read;   /* client -> server, sent upstream */
@@ -128,6 +131,7 @@ struct worker_opts {
     uint32_t qcmp_source_rate;       /* QCMP replies/s per source address (0: no limit) */
     uint32_t qcmp_global_rate;       /* QCMP replies/s for this worker (0: no limit) */
     struct worker_control *control; /* borrowed; outlives the worker */
+    const struct geo_source *geo;   /* borrowed; the ASN database (maybe none); NULL: off */
 };
 
 struct worker;
@@ -150,6 +154,10 @@ uint32_t worker_session_count(const struct worker *w);
 
 /* Adds this worker's counters and histograms into *sum (not filter_reasons). Any thread. */
 void worker_stats_add(const struct worker *w, struct worker_stats *sum);
+
+/* The worker's labelled counters and jitter gauges (proxy/geo.h): events of clients with
+ * an ASN label set are counted there instead of in worker_stats. Any thread. */
+const struct geo_stats *worker_geo_stats(const struct worker *w);
 
 /* Calls fn for each filter drop reason this worker has counted in direction dir. */
 void worker_filter_reasons(const struct worker *w, enum direction dir,

@@ -3,6 +3,7 @@
 #include "xds/ads_client.h"
 
 #include "base/clock.h"
+#include "base/build_info.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/prom.h"
@@ -545,8 +546,8 @@ static struct node *build_metadata(void)
     if (!build || !root ||
         node_map_append(build, "implementation", 14, node_new_str("quilkin-c", 9)) < 0 ||
         node_map_append(build, "version", 7, node_new_str(QK_VERSION, strlen(QK_VERSION))) < 0 ||
-        node_map_append(build, "commit", 6,
-                        node_new_str(QK_GIT_COMMIT, strlen(QK_GIT_COMMIT))) < 0) {
+        node_map_append(build, "commit", 6, node_new_str(build_commit(), strlen(build_commit()))) <
+            0) {
         node_free(build);
         node_free(root);
         return NULL;
