@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building, testing and benchmarking quilkin-c need.
 # Idempotent: when every package is already installed it returns without touching apt.
+#   scripts/install-deps.sh           build, unit and integration tests
+#   scripts/install-deps.sh deploy    also packaging: the Debian package (debhelper), the
+#                                     container image (podman; runc, since crun cannot run
+#                                     on a host with hybrid cgroups), man page and seccomp
+#                                     checks (groff, strace)
 set -euo pipefail
 
 PKGS=(
@@ -8,8 +13,11 @@ PKGS=(
   libyaml-dev liburcu-dev libcmocka-dev libre2-dev libsnappy-dev
   libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
-  iproute2 util-linux libssl-dev openssl
+  iproute2 util-linux libssl-dev openssl python3-yaml python3-jsonschema
 )
+if [ "${1:-}" = "deploy" ]; then
+  PKGS+=(debhelper dpkg-dev fakeroot podman runc groff-base strace)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
