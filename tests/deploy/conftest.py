@@ -20,6 +20,15 @@ _spec = importlib.util.spec_from_file_location(
 itc = importlib.util.module_from_spec(_spec)
 sys.modules["integration_conftest"] = itc
 _spec.loader.exec_module(itc)
+# The names admin_helpers imports from `conftest` (which, in this directory, is this file).
+Proxy, READY_TIMEOUT, free_port, fmt_addr, stop_all = (
+    itc.Proxy, itc.READY_TIMEOUT, itc.free_port, itc.fmt_addr, itc.stop_all)
+_spec = importlib.util.spec_from_file_location(
+    "admin_helpers", TOP / "tests" / "integration" / "admin_helpers.py")
+admin_helpers = importlib.util.module_from_spec(_spec)
+sys.modules["admin_helpers"] = admin_helpers
+_spec.loader.exec_module(admin_helpers)
+free_tcp_port = admin_helpers.free_tcp_port
 
 # Re-exported fixtures (pytest registers the ones named here).
 servers = itc.servers
@@ -41,7 +50,7 @@ def proxy_roundtrip(argv, servers, clients, env=None, cwd=None):
     port, QCMP port and loopback admin address, and --to an echo server), waits for "Quilkin
     is ready", passes one datagram each way, then SIGKILLs it. Returns the log lines."""
     echo = servers("127.0.0.1")
-    port, qcmp, admin = itc.free_port(), itc.free_port(), itc.free_port()
+    port, qcmp, admin = itc.free_port(), itc.free_port(), free_tcp_port()
     full = [argv[0], "--log-format", "json", "--admin-address", f"127.0.0.1:{admin}",
             *argv[1:], "proxy", "--port", str(port), "--qcmp-port", str(qcmp),
             "--to", echo.addr]

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import BUILD_DIR, TOP, itc, run
+from conftest import free_tcp_port, BUILD_DIR, TOP, itc, run
 
 IMAGE = os.environ.get("QK_IMAGE", "localhost/quilkin-c:0.7.0")
 
@@ -112,7 +112,7 @@ def test_image_runs_and_forwards_over_loopback(image, servers, clients):
                     f"inspected but not run: {probe.stderr.strip()[-400:]}")
     assert probe.stdout.strip() == "quilkin 0.7.0"
     echo = servers("127.0.0.1")
-    port, qcmp, admin = itc.free_port(), itc.free_port(), itc.free_port()
+    port, qcmp, admin = itc.free_port(), itc.free_port(), free_tcp_port()
     name = f"quilkin-test-{uuid.uuid4().hex[:8]}"
     p = itc.Proxy(podman_run_argv() + ["--name", name, image, "--log-format", "json",
                                        "--admin-address", f"127.0.0.1:{admin}", "proxy",

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import TOP, itc, proxy_roundtrip, run
+from conftest import free_tcp_port, TOP, itc, proxy_roundtrip, run
 
 PREFIX = "/usr/local"
 
@@ -145,7 +145,7 @@ def test_seccomp_filter_and_address_families_allow_what_the_proxy_does(
     echo = servers("127.0.0.1")
     conf.write_text(f"version: v1alpha1\nclusters:\n  - endpoints:\n"
                     f"      - address: {echo.addr}\n")
-    port, qcmp, admin = itc.free_port(), itc.free_port(), itc.free_port()
+    port, qcmp, admin = itc.free_port(), itc.free_port(), free_tcp_port()
     trace = tmp_path / "trace"
     p = itc.Proxy(["strace", "-f", "-qq", "-o", str(trace), binary, "--log-format", "json",
                    "-c", str(conf), "--admin-address", f"127.0.0.1:{admin}", "proxy",

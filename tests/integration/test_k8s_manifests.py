@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import Proxy, QUILKIN_BIN, free_port, stop_all
+from conftest import QUILKIN_BIN, stop_all
+from start_helpers import start_ready
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = TOP / "examples/kubernetes"
@@ -142,18 +143,16 @@ def test_every_configmap_config_is_read_by_a_container():
 def test_embedded_config_loads_in_the_binary(what, command, text, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    admin = free_port()
-    if command == "manage":
-        argv = [QUILKIN_BIN, "--log-format", "json", "--admin-address", f"127.0.0.1:{admin}",
-                "manage", "--port", str(free_port()), "file", str(path)]
-    else:
-        argv = [QUILKIN_BIN, "--log-format", "json", "-c", str(path), "--admin-address",
-                f"127.0.0.1:{admin}", "proxy", "--port", str(free_port()), "--qcmp-port",
-                str(free_port())]
-    p = Proxy(argv, cwd=tmp_path)
+    def argv(udp, tcp):
+        if command == "manage":
+            return [QUILKIN_BIN, "--log-format", "json", "--admin-address",
+                    f"127.0.0.1:{tcp()}", "manage", "--port", str(tcp()), "file", str(path)]
+        return [QUILKIN_BIN, "--log-format", "json", "-c", str(path), "--admin-address",
+                f"127.0.0.1:{tcp()}", "proxy", "--port", str(udp()), "--qcmp-port",
+                str(udp())]
+    p = start_ready(argv, cwd=tmp_path)
     try:
-        p.wait_ready()
         assert p.find(f"serving {path}" if command == "manage" else f"loaded {path}"), \
-            shlex.join(argv) + "\n" + p.log_tail()
+            shlex.join(p.argv) + "\n" + p.log_tail()
     finally:
         stop_all([p])
