@@ -40,8 +40,12 @@ printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 install -m 0644 "$top/packaging/quilkin.yaml" "$root/etc/quilkin/quilkin.yaml"
 
 if command -v podman >/dev/null 2>&1; then
-  podman build --quiet -f "$top/packaging/Containerfile" -t "$image" "$out" >/dev/null
+  tool=podman
+  podman build --quiet --layers=false -f "$top/packaging/Containerfile" -t "$image" "$out" >/dev/null
 else
+  tool=buildah
   buildah bud --quiet -f "$top/packaging/Containerfile" -t "$image" "$out" >/dev/null
 fi
+# Earlier builds of this image, untagged by this one: only ours (by label), never others'.
+"$tool" image prune -f --filter label=org.opencontainers.image.title=quilkin-c >/dev/null
 echo "$image"

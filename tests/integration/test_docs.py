@@ -6,6 +6,7 @@ keeps `make run` and `make test` as its first two commands."""
 
 import pathlib
 import re
+import subprocess
 
 import pytest
 
@@ -85,3 +86,16 @@ def test_readme_stays_inside_the_repository_and_starts_with_make_run_and_test():
     first_block = re.search(r"^```sh\n(.*?)^```", text, re.M | re.S).group(1).splitlines()
     assert first_block[0].startswith("make run") and first_block[1].startswith("make test")
     assert "docs/README.md" in text
+
+
+def test_cli_page_names_every_option_and_environment_variable():
+    """docs/cli.md against the binary's own --help texts."""
+    helps = "".join(subprocess.run([QUILKIN_BIN, *cmd, "--help"], capture_output=True,
+                                   text=True, timeout=10).stdout
+                    for cmd in ([], ["proxy"], ["manage"]))
+    page = (TOP / "docs/cli.md").read_text()
+    options = set(re.findall(r"(--[a-z][a-z0-9-]+)", helps))
+    env = set(re.findall(r"env: ([A-Z_]+)", helps))
+    assert len(options) > 30 and len(env) > 20
+    assert sorted(o for o in options if o not in page) == []
+    assert sorted(e for e in env if e not in page) == []
