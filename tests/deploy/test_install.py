@@ -4,8 +4,10 @@ proxy really calls, traced with strace) and the man page against the option tabl
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -183,3 +185,32 @@ def test_man_page_renders_cleanly_and_lists_every_option():
     options = set(re.findall(r"(--[a-z][a-z0-9-]+)", helps)) - {"--help"}
     missing = sorted(o for o in options if o not in text)
     assert options and not missing, missing
+
+
+def test_unit_stop_command_drains_then_returns(destdir, servers, tmp_path):
+    """The unit's ExecStop, as systemd runs it ($$ unescaped, MAINPID in the environment),
+    against a proxy with no session: the drain ends at once, the proxy exits 0 and the
+    command returns without waiting for its 70 s bound."""
+    v = unit_values(unit_text(destdir))
+    argv = shlex.split(v[("Service", "ExecStop")][-1].lstrip("-").replace("$$", "$"))
+    binary = str(destdir / PREFIX.lstrip("/") / "bin/quilkin")
+    echo = servers("127.0.0.1")
+    p = itc.Proxy([binary, "--log-format", "json", "--admin-address",
+                   f"127.0.0.1:{free_tcp_port()}", "proxy", "--port", str(itc.free_port()),
+                   "--qcmp-port", str(itc.free_port()), "--to", echo.addr], cwd=tmp_path)
+    try:
+        p.wait_ready()
+        t0 = time.monotonic()
+        stop = subprocess.Popen(argv, env=dict(os.environ, MAINPID=str(p.proc.pid)),
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            # Reap the proxy as systemd would (a zombie would keep `tail --pid` waiting).
+            assert p.wait_exit(10) == 0
+            assert stop.wait(timeout=10) == 0, stop.stderr.read()
+        finally:
+            stop.kill()
+            stop.wait()
+        assert time.monotonic() - t0 < 15
+        assert p.find("shutting down: draining 0 sessions")
+    finally:
+        p.kill()
