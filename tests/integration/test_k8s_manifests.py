@@ -98,6 +98,8 @@ def test_probes_and_ports_match_the_proxy():
             assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "admin"}
             assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            # kubelet never updates a subPath mount: the hot reload needs the directory
+            assert all("subPath" not in m for m in c.get("volumeMounts", [])), (f, owner)
     gs = next(d for _, d in docs if d["kind"] == "GameServer")
     quilkin = next(c for c in gs["spec"]["template"]["spec"]["containers"]
                    if c["name"] == "quilkin")
