@@ -15,6 +15,11 @@
 #   make xds-bench-short  its short form (50 streams, 3 changes, small hostile sizes)
 #   make man     regenerate docs/man/quilkin.1 from the option tables (`quilkin man`); a test
 #                fails when the committed page differs from what the binary writes
+#   make install the binary, man page, /etc/quilkin/quilkin.yaml and quilkin.service
+#                (PREFIX=/usr/local, DESTDIR honoured; an existing quilkin.yaml is kept)
+#   make deb     the Debian package, in build/deb/ (debhelper, built from a copy of the tree)
+#   make image   the container image localhost/quilkin-c:0.7.0 (FROM scratch, podman)
+#   make deploy-test  install, package and image tests (tests/deploy), part of `make test`
 
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON     ?= /usr/bin/python3
@@ -23,10 +28,12 @@ BUILD_ASAN := build-asan
 BUILD_FUZZ := build-fuzz
 BUILD_TSAN := build-tsan
 FUZZ_SECS  ?= 40
+PREFIX     ?= /usr/local
+IMAGE      ?= localhost/quilkin-c:0.7.0
 
 .PHONY: all deps bench-deps build build-asan run test unit integration tsan fuzz bench \
 	bench-short soak soak-short \
-	attack attack-short xds-bench xds-bench-short man \
+	attack attack-short xds-bench xds-bench-short man install deb image deploy-deps deploy-test \
         clean fmt check-deps
 
 all: build
@@ -85,7 +92,7 @@ tsan: deps
 	  tests/integration/test_xds_e2e.py tests/integration/test_filter_metrics.py \
 	  tests/integration/test_reload_field.py
 
-test: check-deps unit integration tsan fuzz soak-short attack-short
+test: check-deps unit integration tsan fuzz soak-short attack-short deploy-test
 	@echo "make test: all suites passed"
 
 # The main comparison (direct, nginx, quilkin-c --to), then quilkin-c with a
@@ -134,6 +141,29 @@ xds-bench-short: build
 man: build
 	mkdir -p docs/man
 	$(BUILD)/quilkin man > docs/man/quilkin.1
+# Installation and packaging. `install` reconfigures build/ with PREFIX (the unit's
+# ExecStart names the installed binary) and builds only the binary.
+install: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX) \
+	  >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target quilkin
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+deploy-deps:
+	@bash scripts/install-deps.sh deploy
+
+deb: deploy-deps
+	bash packaging/build-deb.sh $(BUILD)/deb $(JOBS)
+
+image: deploy-deps build
+	bash packaging/build-image.sh $(BUILD)/quilkin $(BUILD)/image $(IMAGE)
+
+# tests/deploy: `make install` into a scratch DESTDIR (systemd-analyze verify, the seccomp
+# filter against the syscalls the proxy makes), the Debian package (built, unpacked with
+# dpkg -x, run), the container image (contents; run with podman where it can run).
+deploy-test: deploy-deps build
+	QUILKIN_BIN=$(abspath $(BUILD))/quilkin QK_BUILD_DIR=$(abspath $(BUILD)) QK_JOBS=$(JOBS) \
+	  QK_IMAGE=$(IMAGE) $(PYTHON) -m pytest -q -p no:cacheprovider tests/deploy
 
 check-deps: deps
 	bash scripts/check-deps.sh

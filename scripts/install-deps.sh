@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building, testing and benchmarking quilkin-c need.
-#   install-deps.sh          what `make build` and `make test` need
+#   install-deps.sh          what `make build` and `make test` need (zsh, fish and
+#                            groff-base only syntax-check the generated completions and man page)
 #   install-deps.sh --bench  that, plus what `make bench` compares against and counts with:
 #                            nginx (/usr/sbin/nginx) and its stream module, perf, strace
-# (zsh, fish and groff-base only syntax-check the generated completions and man page)
+#   install-deps.sh deploy   that, plus packaging: the Debian package (debhelper), the
+#                            container image (podman; runc, since crun cannot run on a host
+#                            with hybrid cgroups), man page and seccomp checks (groff, strace)
 # Idempotent: when every package is already installed it returns without touching apt.
 set -euo pipefail
 
@@ -19,11 +22,13 @@ PKGS=(
 # Debian 12: `nginx` ships /usr/sbin/nginx (nginx-light is a metapackage over it) and
 # libnginx-mod-stream /usr/lib/nginx/modules/ngx_stream_module.so; linux-perf ships perf.
 BENCH_PKGS=(nginx libnginx-mod-stream linux-perf strace)
+DEPLOY_PKGS=(debhelper dpkg-dev fakeroot podman runc groff-base strace)
 
 case "${1:-}" in
   "") ;;
   --bench) PKGS+=("${BENCH_PKGS[@]}") ;;
-  *) echo "usage: install-deps.sh [--bench]" >&2; exit 2 ;;
+  deploy) PKGS+=("${DEPLOY_PKGS[@]}") ;;
+  *) echo "usage: install-deps.sh [--bench|deploy]" >&2; exit 2 ;;
 esac
 
 missing=()
