@@ -21,14 +21,13 @@ itc = importlib.util.module_from_spec(_spec)
 sys.modules["integration_conftest"] = itc
 _spec.loader.exec_module(itc)
 # The names admin_helpers imports from `conftest` (which, in this directory, is this file).
-Proxy, READY_TIMEOUT, free_port, fmt_addr, stop_all = (
-    itc.Proxy, itc.READY_TIMEOUT, itc.free_port, itc.fmt_addr, itc.stop_all)
+Proxy, READY_TIMEOUT, free_port, free_tcp_port, fmt_addr, stop_all = (
+    itc.Proxy, itc.READY_TIMEOUT, itc.free_port, itc.free_tcp_port, itc.fmt_addr, itc.stop_all)
 _spec = importlib.util.spec_from_file_location(
     "admin_helpers", TOP / "tests" / "integration" / "admin_helpers.py")
 admin_helpers = importlib.util.module_from_spec(_spec)
 sys.modules["admin_helpers"] = admin_helpers
 _spec.loader.exec_module(admin_helpers)
-free_tcp_port = admin_helpers.free_tcp_port
 
 # Re-exported fixtures (pytest registers the ones named here).
 servers = itc.servers

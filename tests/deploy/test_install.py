@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 
@@ -63,7 +64,7 @@ def test_make_install_lays_out_files_and_keeps_a_changed_config(destdir):
 
 def test_installed_binary_runs_the_installed_config(destdir, servers, clients):
     binary = str(destdir / PREFIX.lstrip("/") / "bin/quilkin")
-    assert run([binary, "--version"], timeout=10).stdout.strip() == "quilkin 0.7.0"
+    assert run([binary, "--version"], timeout=10).stdout.splitlines()[0] == "quilkin 0.7.0"
     conf = str(destdir / "etc/quilkin/quilkin.yaml")
     logs = proxy_roundtrip([binary, "-c", conf], servers, clients)
     assert any(f"loaded {conf}" in m for m in logs), logs
@@ -161,6 +162,14 @@ def test_seccomp_filter_and_address_families_allow_what_the_proxy_does(
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
             assert b"quilkin_packets_total" in r.read()
     finally:
+        # strace SIGKILLed alone leaves its tracee running: end the proxy first
+        spid = p.proc.pid
+        try:
+            with open(f"/proc/{spid}/task/{spid}/children") as f:
+                for child in f.read().split():
+                    os.kill(int(child), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
         p.kill()
     text = trace.read_text()
     used = set(re.findall(r"^\d+ +(?:<\.\.\. )?([a-z_0-9]+)[( ]", text, re.M))
