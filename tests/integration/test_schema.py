@@ -122,8 +122,11 @@ def filter_entries(doc):
 
 def shipped_examples():
     docs = []
-    for path in sorted(glob.glob(os.path.join(REPO, "examples", "**", "*.yaml"),
-                                 recursive=True)):
+    # Quilkin configurations only: examples/kubernetes holds Kubernetes manifests (their
+    # embedded configs are checked by test_k8s_manifests.py)
+    paths = glob.glob(os.path.join(REPO, "examples", "*.yaml")) + \
+        glob.glob(os.path.join(REPO, "examples", "filters", "*.yaml"))
+    for path in sorted(paths):
         with open(path) as f:
             docs.append((os.path.relpath(path, REPO), f.read()))
     with open(os.path.join(REPO, "README.md")) as f:
