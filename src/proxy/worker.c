@@ -516,17 +516,16 @@ static void log_ports_exhausted(const struct worker *w)
              w->index, session_count(w->sessions), lo, hi, hi >= lo && hi ? hi - lo + 1 : 0);
 }
 
-/* Opens the session (client, ep): checks the table and the per-IP cap, then sets up the
- * socket, and only then inserts, so a refusal costs no table work (and a failure while
- * ports or descriptors are exhausted stays O(1) per packet). NULL when refused (counted). */
 /* An upstream socket connected to ep: next to sibling's port when given (a session of the
  * same client to another endpoint: fan-out then takes one local port per client, not one
  * per endpoint), else a pooled socket, else a new one. *is_new: it is not in the epoll set
- * yet. Returns the fd or a negative errno as sock_udp_connected. */
+ * yet. *shared: the sibling's port when the socket was bound to it, else 0. Returns the
+ * fd or a negative errno as sock_udp_connected. */
 static int upstream_socket(struct worker *w, const struct addr *ep, struct session *sibling,
-                           bool *is_new)
+                           bool *is_new, uint16_t *shared)
 {
     *is_new = true;
+    *shared = 0;
     if (sibling && sibling->fd >= 0) {
         if (!sibling->lport) {
             sibling->lport = sock_local_port(sibling->fd);
@@ -535,8 +534,10 @@ static int upstream_socket(struct worker *w, const struct addr *ep, struct sessi
         }
         if (sibling->shares_port) {
             int fd = sock_udp_connected_at(ep, sibling->lport);
-            if (fd >= 0)
+            if (fd >= 0) {
+                *shared = sibling->lport;
                 return fd;
+            }
         } /* else (or the port is taken towards ep): a port of its own */
     }
     while (w->n_pool > 0) {
@@ -553,6 +554,9 @@ static int upstream_socket(struct worker *w, const struct addr *ep, struct sessi
     return sock_udp_connected(ep);
 }
 
+/* Opens the session (client, ep): checks the table and the per-IP cap, then sets up the
+ * socket, and only then inserts, so a refusal costs no table work (and a failure while
+ * ports or descriptors are exhausted stays O(1) per packet). NULL when refused (counted). */
 static struct session *open_session(struct worker *w, const struct addr *client,
                                     const struct addr *ep, struct session *sibling)
 {
@@ -581,7 +585,8 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         return NULL;
     }
     bool is_new;
-    int fd = upstream_socket(w, ep, sibling, &is_new);
+    uint16_t shared;
+    int fd = upstream_socket(w, ep, sibling, &is_new, &shared);
     if (fd >= 0 && (uint32_t)fd >= w->fd_map_len) {
         close(fd); /* above the limit the worker started with: cannot happen unless raised */
         fd = -EMFILE;
@@ -627,12 +632,8 @@ static struct session *open_session(struct worker *w, const struct addr *client,
         return NULL;
     }
     s->fd = fd;
-    s->lport = 0;
-    s->shares_port = sibling && sibling->shares_port && sibling->lport && is_new &&
-                     sock_local_port(fd) == sibling->lport;
-    s->is_port_bound = s->shares_port;
-    if (s->shares_port)
-        s->lport = sibling->lport;
+    s->lport = shared; /* 0: looked up when a sibling first needs it */
+    s->shares_port = s->is_port_bound = shared != 0;
     w->fd_map[fd] = session_index(w->sessions, s) + 1;
     stat_add(&w->stats.sessions_created, 1);
     /* spec admin.md §4.6: the client's ASN data, looked up once per session */
