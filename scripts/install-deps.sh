@@ -16,7 +16,7 @@ PKGS=(
   libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
   python3 python3-pytest python3-grpcio python3-protobuf protobuf-compiler
   iproute2 util-linux libssl-dev openssl
-  libmaxminddb-dev libmaxmind-db-writer-perl python3-jsonschema python3-yaml
+  libmaxminddb-dev libmaxmind-db-writer-perl liburing-dev python3-jsonschema python3-yaml
   zsh fish groff-base
 )
 # Debian 12: `nginx` ships /usr/sbin/nginx (nginx-light is a metapackage over it) and

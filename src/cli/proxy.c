@@ -53,6 +53,7 @@
 #define DEFAULT_QCMP_GLOBAL_RATE 20000
 #define FD_RESERVE 256 /* descriptors kept for listeners, admin, config, logs */
 #define GAME_SOCKET_BUF (4 * 1024 * 1024)
+#define MAX_COALESCE_US 1000 /* a millisecond: beyond that players notice */
 #define RELOAD_DEBOUNCE_NS (100 * 1000000ull) /* editors write in several steps */
 #define WATCH_CHECK_NS (1000 * 1000000ull)    /* fallback identity check of the file */
 
@@ -75,7 +76,11 @@ enum {
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_CHECK,
+    OPT_IO_BACKEND,
+    OPT_COALESCE,
 };
+
+static const char *const io_backends[] = {"auto", "io-uring", "epoll", NULL};
 
 /* v0.7.0's options first, in its order, then the extensions. */
 static const struct cli_opt proxy_opts[] = {
@@ -152,6 +157,16 @@ static const struct cli_opt proxy_opts[] = {
     {.id = OPT_WORKERS, .long_name = "workers", .value_name = "N", .value = CLI_VALUE_TEXT,
      .env = "QUILKIN_WORKERS", .def = "one per available CPU",
      .help = "Worker threads (extension)"},
+    {.id = OPT_IO_BACKEND, .long_name = "io-backend", .value_name = "IO_BACKEND",
+     .value = CLI_VALUE_CHOICE, .choices = io_backends, .env = "QUILKIN_IO_BACKEND",
+     .def = "auto",
+     .help = "How workers move datagrams: io-uring, epoll, or auto (io_uring when the kernel "
+             "and seccomp allow it, else epoll) (extension)"},
+    {.id = OPT_COALESCE, .long_name = "coalesce-us", .value_name = "MICROSECONDS",
+     .value = CLI_VALUE_TEXT, .env = "QUILKIN_COALESCE_US", .def = "0",
+     .help = "Under steady load, let datagrams gather up to this long before a worker wakes "
+             "for them: less CPU per datagram for at most this much added latency; 0: off, "
+             "at most 1000 (extension)"},
     {.id = CLI_OPT_HELP, .short_name = 'h', .long_name = "help", .help = "Print help"},
 };
 
@@ -183,7 +198,21 @@ struct proxy_opts {
     uint64_t workers;      /* 0: one per CPU */
     const char *mmdb;      /* --mmdb: ASN database file; NULL: none */
     bool is_check;         /* --check: validate the configuration and exit */
+    enum io_backend io;    /* --io-backend */
+    uint64_t coalesce_us;  /* --coalesce-us; 0: off */
 };
+
+static enum io_backend parse_io_backend(const char *what, const char *text)
+{
+    if (strcmp(text, "auto") == 0)
+        return IO_BACKEND_AUTO;
+    if (strcmp(text, "io-uring") == 0)
+        return IO_BACKEND_URING;
+    if (strcmp(text, "epoll") == 0)
+        return IO_BACKEND_EPOLL;
+    cli_usage_error("invalid value '%s' for '%s'\n  [possible values: auto, io-uring, epoll]",
+                    text, what);
+}
 
 static void add_to(struct proxy_opts *o, const char *text)
 {
@@ -243,6 +272,10 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
         o->qcmp_global_rate = cli_parse_u64("QUILKIN_QCMP_GLOBAL_RATE", env);
     if ((env = getenv("QUILKIN_WORKERS")))
         o->workers = cli_parse_u64("QUILKIN_WORKERS", env);
+    if ((env = getenv("QUILKIN_IO_BACKEND")))
+        o->io = parse_io_backend("QUILKIN_IO_BACKEND", env);
+    if ((env = getenv("QUILKIN_COALESCE_US")))
+        o->coalesce_us = cli_parse_u64("QUILKIN_COALESCE_US", env);
     bool to_from_cli = false;
 
     struct cli_parser p;
@@ -285,6 +318,12 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
             break;
         case OPT_WORKERS:
             o->workers = cli_parse_u64("--workers <N>", val);
+            break;
+        case OPT_IO_BACKEND:
+            o->io = parse_io_backend("--io-backend <IO_BACKEND>", val);
+            break;
+        case OPT_COALESCE:
+            o->coalesce_us = cli_parse_u64("--coalesce-us <MICROSECONDS>", val);
             break;
         case OPT_UNCONFIRMED:
             o->unconfirmed_timeout_secs =
@@ -358,6 +397,8 @@ static void parse_options(struct proxy_opts *o, int argc, char **argv)
                         UINT32_MAX);
     if (o->qcmp_source_rate > 1000000 || o->qcmp_global_rate > 100000000)
         cli_usage_error("invalid QCMP rate: at most 1000000 per source and 100000000 in all");
+    if (o->coalesce_us > MAX_COALESCE_US)
+        cli_usage_error("invalid value for '--coalesce-us': must be 0..=%d", MAX_COALESCE_US);
     if (o->workers > MAX_WORKERS)
         cli_usage_error("invalid value for '--workers': must be 0..=%d", MAX_WORKERS);
 }
@@ -822,6 +863,8 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
         if (qcmp_port == 0)
             qcmp_port = sock_local_port(qfd);
         struct worker_opts wo = {.index = i,
+                                 .io = o->io,
+                                 .coalesce_ns = o->coalesce_us * 1000u,
                                  .game_fd = fd,
                                  .qcmp_fd = qfd,
                                  .max_sessions = per_worker,
@@ -845,6 +888,9 @@ int cli_proxy(const struct global_opts *g, int argc, char **argv)
     }
     publish(ps, snap);
     snap = NULL;
+    LOG_INFO("proxy", "workers move datagrams with %s%s",
+             worker_uses_uring(ps->workers[0]) ? "io_uring" : "epoll and recvmmsg/sendmmsg",
+             o->coalesce_us ? ", coalescing under load (--coalesce-us)" : "");
     for (unsigned i = 0; i < ps->n_workers; i++) {
         int rc = worker_start(ps->workers[i]);
         if (rc < 0) {

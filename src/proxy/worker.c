@@ -12,6 +12,8 @@
 #include "filters/chain.h"
 #include "net/addr.h"
 #include "net/sock.h"
+#include "net/uring.h"
+#include "proxy/coalesce.h"
 #include "proxy/geo.h"
 #include "proxy/ip_limit.h"
 #include "proxy/session.h"
@@ -25,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -47,6 +51,20 @@
 _Static_assert(SOCK_RXQ_CMSG_SPACE >= CMSG_SPACE(sizeof(uint32_t)), "room for SO_RXQ_OVFL");
 #define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
                        ignored, so junk never costs more than this */
+#define URING_BUFS 256 /* provided receive buffers per worker: datagrams are copied out and the
+                          buffer returned at once, so this only has to cover one turn's burst
+                          (more waits in the socket queue, as with recvmmsg) */
+
+/* io_uring request tags: kind in the top 2 bits, a generation in the next 30 (so that the
+ * last completions of a cancelled request on a reused descriptor are recognised), the fd in
+ * the low 32. */
+enum { TAG_GAME = 0, TAG_QCMP = 1, TAG_UPSTREAM = 2 };
+#define TAG_GEN_MASK 0x3fffffffu
+
+static inline uint64_t tag_make(unsigned kind, uint32_t gen, int fd)
+{
+    return (uint64_t)kind << 62 | (uint64_t)(gen & TAG_GEN_MASK) << 32 | (uint32_t)fd;
+}
 
 struct tx_entry {
     uint32_t session; /* index in the table */
@@ -136,6 +154,18 @@ struct worker {
     int *pool;
     uint32_t n_pool, pool_cap;
     bool is_closing; /* worker_destroy: close sockets instead of pooling them */
+
+    /* io_uring backend (NULL: epoll). Every socket has a multishot receive armed; fd_gen[fd]
+     * is the generation of the one armed on an upstream socket. Sends of a flush go to all
+     * their sockets in one system call. */
+    struct uring *ring;
+    uint32_t *fd_gen;
+    bool send_plain; /* the ring refused a batch: sendmmsg from then on */
+    int tx_fd[TX_CAP];
+    struct msghdr *tx_hdr[TX_CAP];
+    int tx_res[TX_CAP];
+
+    struct coalesce co; /* --coalesce-us: when to let datagrams gather */
 
     _Atomic uint32_t published_sessions;
     struct worker_stats stats;
@@ -316,6 +346,35 @@ static void init_msg_headers(struct worker *w)
         w->tx_msgs[i].msg_hdr = (struct msghdr){.msg_iovlen = 1};
 }
 
+/* The io_uring backend: the rings, the descriptor generations, and the game socket's receive
+ * and the QCMP socket's poll queued (submitted by the thread's first wait). The epoll set is
+ * built either way, so the thread can still fall back to it. false (e set) only when
+ * io_uring was required; otherwise a refusal is logged once and the worker uses epoll. */
+static bool setup_uring(struct worker *w, bool required, struct err *e)
+{
+    struct err ue = {0};
+    w->ring = uring_create(URING_BUFS, MAX_DGRAM, SOCK_RXQ_CMSG_SPACE, TX_CAP, &ue);
+    if (w->ring) {
+        w->fd_gen = calloc(w->fd_map_len, sizeof(*w->fd_gen)); /* zero pages until touched */
+        if (w->fd_gen && uring_recv(w->ring, w->game_fd, tag_make(TAG_GAME, 0, w->game_fd)) == 0 &&
+            (w->qcmp_fd < 0 ||
+             uring_poll(w->ring, w->qcmp_fd, tag_make(TAG_QCMP, 0, w->qcmp_fd)) == 0))
+            return true;
+        err_set(&ue, "io_uring: out of memory");
+        uring_destroy(w->ring);
+        w->ring = NULL;
+        free(w->fd_gen);
+        w->fd_gen = NULL;
+    }
+    if (required) {
+        err_set(e, "--io-backend io-uring: %s", ue.msg);
+        return false;
+    }
+    if (w->index == 0)
+        LOG_INFO("proxy", "io_uring is not available (%s): the workers use epoll", ue.msg);
+    return true;
+}
+
 struct worker *worker_create(const struct worker_opts *o, struct err *e)
 {
     struct worker *w = calloc(1, sizeof(*w));
@@ -334,6 +393,7 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
     w->timeout_ns = o->session_timeout_ns;
     w->ip_limit = o->ip_limit;
     w->geo_src = o->geo;
+    coalesce_init(&w->co, o->coalesce_ns, clock_mono_ns());
     w->geo = calloc(1, sizeof(*w->geo));
     uint64_t now = clock_mono_ns();
     w->qcmp_rl = qcmp_ratelimit_create(o->qcmp_source_rate, o->qcmp_global_rate,
@@ -377,6 +437,8 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
         goto fail;
     }
     init_msg_headers(w);
+    if (o->io != IO_BACKEND_EPOLL && !setup_uring(w, o->io == IO_BACKEND_URING, e))
+        goto fail;
     return w;
 fail:
     worker_destroy(w);
@@ -431,27 +493,58 @@ static void send_all(struct worker *w, int fd, struct mmsghdr *msgs, unsigned n,
     }
 }
 
+/* Sends tx_msgs[0..n) (grouped by session, tx_of[k] naming each one's tx entry) with one
+ * io_uring submission for all their sockets, results into tx_err. false: the ring cannot
+ * send (logged once); nothing went, and the caller sends with sendmmsg. */
+static bool send_uring(struct worker *w, unsigned n)
+{
+    for (unsigned k = 0; k < n; k++) {
+        w->tx_fd[k] = session_at(w->sessions, w->tx[w->tx_of[k]].session)->fd;
+        w->tx_hdr[k] = &w->tx_msgs[k].msg_hdr;
+    }
+    int rc = uring_send(w->ring, w->tx_fd, w->tx_hdr, w->tx_res, n);
+    if (rc < 0) {
+        w->send_plain = true;
+        LOG_WARN("proxy", "worker %u: io_uring refused a batch of sends (%s): sending with "
+                 "sendmmsg from now on", w->index, strerror(-rc));
+        return false;
+    }
+    for (unsigned k = 0; k < n; k++)
+        w->tx_err[k] = w->tx_res[k] < 0 ? -w->tx_res[k] : 0;
+    return true;
+}
+
 static void flush_upstream(struct worker *w)
 {
+    /* tx_msgs[0..n): the staged sends, each session's in a run */
+    unsigned n = 0;
     for (uint32_t i = 0; i < w->n_tx; i++) {
         if (!w->tx[i].is_head)
             continue;
-        struct session *s = session_at(w->sessions, w->tx[i].session);
-        unsigned n = 0;
         for (uint32_t j = i; j != SESSION_NIL; j = w->tx[j].next) {
             w->tx_of[n] = j;
             w->tx_msgs[n++].msg_hdr.msg_iov = &w->tx[j].iov; /* the rest is fixed */
         }
-        send_all(w, s->fd, w->tx_msgs, n, DROP_SEND_UPSTREAM, &s->client, w->tx_err);
-        for (unsigned k = 0; k < n; k++) {
-            const struct tx_entry *t = &w->tx[w->tx_of[k]];
-            struct rx_result *res = &w->rx_res[t->pkt];
-            if (!w->tx_err[k]) {
-                res->bytes_ok += t->iov.iov_len;
-            } else if (!res->failed) {
-                res->failed = true; /* spec proxy.md §3 step 5: the datagram is dropped */
-                drop_ex(w, DROP_SEND_UPSTREAM, &s->client, strerror(w->tx_err[k]));
-            }
+    }
+    if (!w->ring || w->send_plain || !send_uring(w, n)) {
+        for (unsigned a = 0, b; a < n; a = b) { /* one sendmmsg per session */
+            uint32_t sess = w->tx[w->tx_of[a]].session;
+            for (b = a + 1; b < n && w->tx[w->tx_of[b]].session == sess; b++)
+                ;
+            struct session *s = session_at(w->sessions, sess);
+            send_all(w, s->fd, w->tx_msgs + a, b - a, DROP_SEND_UPSTREAM, &s->client,
+                     w->tx_err + a);
+        }
+    }
+    for (unsigned k = 0; k < n; k++) {
+        const struct tx_entry *t = &w->tx[w->tx_of[k]];
+        struct rx_result *res = &w->rx_res[t->pkt];
+        if (!w->tx_err[k]) {
+            res->bytes_ok += t->iov.iov_len;
+        } else if (!res->failed) {
+            res->failed = true; /* spec proxy.md §3 step 5: the datagram is dropped */
+            drop_ex(w, DROP_SEND_UPSTREAM, &session_at(w->sessions, t->session)->client,
+                    strerror(w->tx_err[k]));
         }
     }
     w->n_tx = 0;
@@ -466,6 +559,7 @@ static void stage_upstream(struct worker *w, struct session *s, unsigned pkt, ui
     uint32_t i = w->n_tx++;
     struct tx_entry *t = &w->tx[i];
     t->session = session_index(w->sessions, s);
+    coalesce_note(&w->co, t->session);
     t->pkt = (uint16_t)pkt;
     t->next = SESSION_NIL;
     t->iov.iov_base = data;
@@ -623,8 +717,11 @@ static struct session *open_session(struct worker *w, const struct addr *client,
     }
     struct session *s = session_insert(w->sessions, client, ep, w->now_ns); /* not full */
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)fd};
-    if (is_new && epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
-        int err = errno;
+    int armed = w->ring ? uring_recv(w->ring, fd, tag_make(TAG_UPSTREAM, ++w->fd_gen[fd], fd))
+                : is_new && epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1 ? -errno
+                                                                            : 0;
+    if (armed < 0) {
+        int err = -armed;
         close(fd);
         session_remove(w->sessions, s); /* O(1) */
         ip_limit_release(w->ip_limit, client);
@@ -752,6 +849,18 @@ static void count_reads(struct worker *w, unsigned n, uint64_t t_ns)
     stat_add(&w->stats.bytes_read, bytes);
 }
 
+/* Runs rx_msgs[0..n) (n > 0) through the chain, sends them, and counts them. */
+static void process_game_batch(struct worker *w, const struct snapshot *snap, unsigned n)
+{
+    count_kernel_drops(w, &w->rx_msgs[n - 1], &w->game_rxq_drops, SOCK_GAME);
+    uint64_t t0 = clock_mono_ns();
+    for (unsigned i = 0; i < n; i++)
+        process_read(w, snap, i);
+    flush_upstream(w);
+    count_reads(w, n, t0);
+    observe_proc(w, DIR_READ, (clock_mono_ns() - t0) / n, n);
+}
+
 static void handle_game(struct worker *w, const struct snapshot *snap)
 {
     for (int round = 0; round < RX_ROUNDS; round++) {
@@ -771,13 +880,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
         }
         if (n <= 0)
             return;
-        count_kernel_drops(w, &w->rx_msgs[n - 1], &w->game_rxq_drops, SOCK_GAME);
-        uint64_t t0 = clock_mono_ns();
-        for (int i = 0; i < n; i++)
-            process_read(w, snap, (unsigned)i);
-        flush_upstream(w);
-        count_reads(w, (unsigned)n, t0);
-        observe_proc(w, DIR_READ, (clock_mono_ns() - t0) / (unsigned)n, (unsigned)n);
+        process_game_batch(w, snap, (unsigned)n);
         if (n < RX_BATCH)
             return;
     }
@@ -823,10 +926,29 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
         return;
     }
     session_seen_reply(s, w->now_ns); /* the seed's rule, once the session is confirmed */
+    coalesce_note(&w->co, session_index(w->sessions, s));
     uint32_t t = w->n_rep_tx++; /* rep_tx[t] points at rep_to[t] and rep_tx_iov[t] */
     addr_to_sin6(&s->client, &w->rep_to[t]);
     w->rep_tx_iov[t].iov_base = pkt_data(&c.pkt);
     w->rep_tx_iov[t].iov_len = c.pkt.len;
+}
+
+/* A receive error on a session socket (err: an errno, e.g. an ICMP port unreachable). */
+static void count_upstream_error(struct worker *w, const struct session *s, int err)
+{
+    enum upstream_error kind = err == ECONNREFUSED   ? UPSTREAM_ERR_REFUSED
+                               : err == EHOSTUNREACH ? UPSTREAM_ERR_HOST
+                               : err == ENETUNREACH  ? UPSTREAM_ERR_NET
+                                                     : UPSTREAM_ERR_OTHER;
+    if (!s->geo ||
+        !geo_count_drop(w->geo, upstream_error_text(kind), GEO_ERROR_ONLY, DIR_WRITE, s->geo))
+        stat_add(&w->stats.upstream_errors[kind], 1);
+    uint64_t suppressed;
+    if (log_ratelimit_ok(&w->rl_upstream, w->now_ns, &suppressed)) {
+        char ep[ADDR_STR_CAP];
+        LOG_DEBUG("proxy", "upstream %s: %s (%lu similar suppressed)",
+                  addr_format(&s->endpoint, ep), strerror(err), (unsigned long)suppressed);
+    }
 }
 
 static void handle_upstream(struct worker *w, const struct snapshot *snap, int fd)
@@ -854,20 +976,7 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
                 return;
             /* ICMP unreachable and the like: only this session is affected; the pending
              * error is cleared by reporting it, so the socket stays usable. */
-            enum upstream_error kind = errno == ECONNREFUSED   ? UPSTREAM_ERR_REFUSED
-                                       : errno == EHOSTUNREACH ? UPSTREAM_ERR_HOST
-                                       : errno == ENETUNREACH  ? UPSTREAM_ERR_NET
-                                                               : UPSTREAM_ERR_OTHER;
-            if (!s->geo || !geo_count_drop(w->geo, upstream_error_text(kind), GEO_ERROR_ONLY,
-                                           DIR_WRITE, s->geo))
-                stat_add(&w->stats.upstream_errors[kind], 1);
-            uint64_t suppressed;
-            if (log_ratelimit_ok(&w->rl_upstream, w->now_ns, &suppressed)) {
-                char ep[ADDR_STR_CAP];
-                LOG_DEBUG("proxy", "upstream %s: %s (%lu similar suppressed)",
-                          addr_format(&s->endpoint, ep), strerror(errno),
-                          (unsigned long)suppressed);
-            }
+            count_upstream_error(w, s, errno);
             continue;
         }
         if (n == 0)
@@ -962,9 +1071,13 @@ static void close_session(void *ctx, struct session *s)
     struct worker *w = ctx;
     if (s->fd >= 0) {
         w->fd_map[s->fd] = 0;
+        /* io_uring: end its receive; the kernel keeps the socket until that has run, so it
+           may be closed (or pooled and armed again: the cancel goes first) right away */
+        bool ended = !w->ring || w->is_closing ||
+                     uring_cancel(w->ring, tag_make(TAG_UPSTREAM, w->fd_gen[s->fd], s->fd)) == 0;
         /* a socket bound to a shared port keeps that port when disconnected: not pooled */
         /* live + pooled sockets stay within the table's capacity: the open-files budget */
-        if (w->is_closing || s->is_port_bound || w->n_pool >= w->pool_cap ||
+        if (!ended || w->is_closing || s->is_port_bound || w->n_pool >= w->pool_cap ||
             session_count(w->sessions) + w->n_pool >= session_capacity(w->sessions) ||
             (s->shares_port && sock_share_port(s->fd, false) != 0) ||
             sock_udp_disconnect(s->fd) != 0)
@@ -996,14 +1109,37 @@ static void expire_session(void *ctx, struct session *s)
     close_session(w, s);
 }
 
-static void *worker_main(void *arg)
+static void sleep_ns(uint64_t ns)
 {
-    struct worker *w = arg;
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+        ;
+}
+
+/* After each wake-up, whatever the backend: replies out, expiry, published counts. */
+static void end_turn(struct worker *w)
+{
+    flush_replies(w);
+    session_expire(w->sessions, w->now_ns, expire_session, w);
+    uint32_t live = session_count(w->sessions);
+    if (w->table_full_logged && live < session_capacity(w->sessions) / 10 * 9) {
+        w->table_full_logged = false;
+        LOG_INFO("proxy", "worker %u: session table has room again (%u sessions)", w->index,
+                 live);
+    }
+    atomic_store_explicit(&w->published_sessions, live, memory_order_relaxed);
+    snapshot_reader_quiescent();
+}
+
+static void loop_epoll(struct worker *w)
+{
     struct epoll_event evs[EPOLL_EVENTS];
-    snapshot_reader_register();
+    uint64_t window = 0;
     while (!atomic_load_explicit(&w->control->stopping, memory_order_relaxed)) {
         snapshot_reader_offline();
-        int n = epoll_wait(w->epfd, evs, EPOLL_EVENTS, TICK_MS);
+        if (window) /* coalescing: let datagrams gather, then take what is queued */
+            sleep_ns(window);
+        int n = epoll_wait(w->epfd, evs, EPOLL_EVENTS, window ? 0 : TICK_MS);
         snapshot_reader_online();
         const struct snapshot *snap = snapshot_current();
         w->now_ns = clock_mono_ns();
@@ -1016,17 +1152,159 @@ static void *worker_main(void *arg)
             else
                 handle_upstream(w, snap, (int)evs[i].data.u64);
         }
-        flush_replies(w);
-        session_expire(w->sessions, w->now_ns, expire_session, w);
-        uint32_t live = session_count(w->sessions);
-        if (w->table_full_logged && live < session_capacity(w->sessions) / 10 * 9) {
-            w->table_full_logged = false;
-            LOG_INFO("proxy", "worker %u: session table has room again (%u sessions)",
-                     w->index, live);
-        }
-        atomic_store_explicit(&w->published_sessions, live, memory_order_relaxed);
-        snapshot_reader_quiescent();
+        end_turn(w);
+        window = coalesce_after_turn(&w->co, w->now_ns);
     }
+}
+
+/* io_uring: a game datagram into receive slot i, as recvmmsg would have written it. */
+static void take_game(struct worker *w, const struct uring_event *ev, unsigned i)
+{
+    struct mmsghdr *m = &w->rx_msgs[i];
+    uint32_t len = ev->len < MAX_DGRAM ? ev->len : MAX_DGRAM;
+    memcpy(w->rx_iov[i].iov_base, ev->payload, len);
+    m->msg_len = ev->truncated ? MAX_DGRAM : len;
+    m->msg_hdr.msg_flags = ev->truncated ? MSG_TRUNC : 0;
+    m->msg_hdr.msg_namelen =
+        ev->namelen < sizeof(w->rx_from[i]) ? ev->namelen : (socklen_t)sizeof(w->rx_from[i]);
+    memcpy(&w->rx_from[i], ev->name, m->msg_hdr.msg_namelen);
+    m->msg_hdr.msg_controllen =
+        ev->controllen < SOCK_RXQ_CMSG_SPACE ? ev->controllen : SOCK_RXQ_CMSG_SPACE;
+    if (m->msg_hdr.msg_controllen)
+        memcpy(w->rx_cmsg[i], ev->control, m->msg_hdr.msg_controllen);
+}
+
+/* io_uring: a completion of a session socket's receive. Stale ones (the session ended, or
+ * its descriptor was reused since) are dropped like datagrams to a pooled socket. */
+static void take_upstream(struct worker *w, const struct snapshot *snap,
+                          const struct uring_event *ev)
+{
+    int fd = (int)(uint32_t)ev->tag;
+    uint32_t gen = (uint32_t)(ev->tag >> 32) & TAG_GEN_MASK;
+    bool is_current = (uint32_t)fd < w->fd_map_len && (w->fd_gen[fd] & TAG_GEN_MASK) == gen;
+    uint32_t idx = is_current ? w->fd_map[fd] : 0;
+    struct session *s = idx ? session_at(w->sessions, idx - 1) : NULL;
+    if (!s || s->fd != fd) {
+        uring_release(w->ring, ev);
+        return;
+    }
+    if (ev->has_data) {
+        if (w->n_rep == RX_BATCH)
+            flush_replies(w);
+        unsigned i = w->n_rep++;
+        struct mmsghdr *m = &w->rep_rx[i];
+        uint32_t len = ev->len < MAX_DGRAM ? ev->len : MAX_DGRAM;
+        memcpy(w->rep_rx_iov[i].iov_base, ev->payload, len);
+        m->msg_len = ev->truncated ? MAX_DGRAM : len;
+        m->msg_hdr.msg_controllen =
+            ev->controllen < SOCK_RXQ_CMSG_SPACE ? ev->controllen : SOCK_RXQ_CMSG_SPACE;
+        if (m->msg_hdr.msg_controllen)
+            memcpy(w->rep_cmsg[i], ev->control, m->msg_hdr.msg_controllen);
+        uring_release(w->ring, ev);
+        count_kernel_drops(w, m, &s->rxq_drops, SOCK_UPSTREAM);
+        if (i == 0)
+            w->rep_start_ns = w->now_ns;
+        /* spec admin.md §4.1: jitter per upstream socket, at the turn's clock reading */
+        if (s->last_reply_ns)
+            geo_jitter(w->geo, DIR_WRITE, s->geo, (int64_t)(w->now_ns - s->last_reply_ns),
+                       w->now_ns);
+        s->last_reply_ns = w->now_ns;
+        process_write(w, snap, s, i);
+    } else if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
+        count_upstream_error(w, s, -ev->res); /* e.g. ICMP port unreachable */
+    }
+    /* a multishot receive ends on an error or when the buffers ran out: arm it again */
+    if (!ev->more && ev->res != -ECANCELED &&
+        uring_recv(w->ring, fd, tag_make(TAG_UPSTREAM, ++w->fd_gen[fd], fd)) < 0)
+        LOG_WARN("proxy", "worker %u: cannot re-arm an upstream receive", w->index);
+}
+
+/* io_uring: a completion of the game socket's receive that carried no datagram. */
+static void game_event(struct worker *w, const struct uring_event *ev)
+{
+    if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
+        stat_add(&w->stats.game_recv_errors, 1);
+        uint64_t suppressed;
+        if (log_ratelimit_ok(&w->rl_game_recv, w->now_ns, &suppressed))
+            LOG_WARN("proxy", "worker %u: receive error on the game socket: %s (%lu more)",
+                     w->index, strerror(-ev->res), (unsigned long)suppressed);
+    }
+}
+
+/* One system call per turn: it submits the turn's re-arms and cancellations and waits for
+ * completions (sends go in one more call per batch, see flush_upstream). */
+static void loop_uring(struct worker *w)
+{
+    struct uring_event ev;
+    uint64_t window = 0;
+    while (!atomic_load_explicit(&w->control->stopping, memory_order_relaxed)) {
+        snapshot_reader_offline();
+        /* coalescing: the kernel wakes the worker after the window, or as soon as a full
+           turn's worth of completions is waiting (DEFER_TASKRUN counts them for us) */
+        int rc = window ? uring_wait(w->ring, COALESCE_FULL_TURN, window)
+                        : uring_wait(w->ring, 1, TICK_MS * 1000000ull);
+        snapshot_reader_online();
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            uint64_t suppressed;
+            if (log_ratelimit_ok(&w->rl_game_recv, clock_mono_ns(), &suppressed))
+                LOG_WARN("proxy", "worker %u: io_uring wait: %s", w->index, strerror(-rc));
+        }
+        const struct snapshot *snap = snapshot_current();
+        w->now_ns = clock_mono_ns();
+        w->now_unix_ns = clock_unix_ns();
+        unsigned n_game = 0;
+        while (uring_next(w->ring, &ev)) {
+            unsigned kind = (unsigned)(ev.tag >> 62);
+            if (kind == TAG_UPSTREAM) {
+                take_upstream(w, snap, &ev);
+                continue;
+            }
+            if (kind == TAG_QCMP) {
+                if (ev.res >= 0)
+                    handle_qcmp(w);
+                if (!ev.more)
+                    uring_poll(w->ring, w->qcmp_fd, ev.tag);
+                continue;
+            }
+            if (ev.has_data) {
+                take_game(w, &ev, n_game++);
+                uring_release(w->ring, &ev);
+                if (n_game == RX_BATCH) {
+                    process_game_batch(w, snap, n_game);
+                    n_game = 0;
+                }
+            } else {
+                game_event(w, &ev);
+            }
+            if (!ev.more)
+                uring_recv(w->ring, w->game_fd, ev.tag);
+        }
+        if (n_game)
+            process_game_batch(w, snap, n_game);
+        end_turn(w);
+        window = coalesce_after_turn(&w->co, w->now_ns);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    snapshot_reader_register();
+    if (w->co.window_ns) /* windows of tens of µs: the default 50 µs timer slack would double them */
+        prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
+    if (w->ring) {
+        int rc = uring_enable(w->ring);
+        if (rc < 0) {
+            LOG_WARN("proxy", "worker %u: cannot enable io_uring (%s): using epoll", w->index,
+                     strerror(-rc));
+            uring_destroy(w->ring);
+            w->ring = NULL;
+        }
+    }
+    if (w->ring)
+        loop_uring(w);
+    else
+        loop_epoll(w);
     snapshot_reader_unregister();
     return NULL;
 }
@@ -1058,6 +1336,8 @@ void worker_destroy(struct worker *w)
     session_table_destroy(w->sessions, close_session, w);
     for (uint32_t i = 0; i < w->n_pool; i++)
         close(w->pool[i]);
+    uring_destroy(w->ring); /* ends the receives: the sockets are released */
+    free(w->fd_gen);
     free(w->pool);
     free(w->fd_map);
     if (w->epfd >= 0)
@@ -1073,6 +1353,11 @@ void worker_destroy(struct worker *w)
     free(w->reply_mem);
     free(w->spare);
     free(w);
+}
+
+bool worker_uses_uring(const struct worker *w)
+{
+    return w->ring != NULL;
 }
 
 const struct geo_stats *worker_geo_stats(const struct worker *w)

@@ -120,8 +120,17 @@ struct worker_control {
     atomic_bool stopping; /* leave the loop and clean up */
 };
 
+/* How a worker waits for and moves datagrams (--io-backend). */
+enum io_backend {
+    IO_BACKEND_AUTO = 0, /* io_uring when the kernel allows it, else epoll */
+    IO_BACKEND_URING,    /* io_uring or nothing: worker_create fails without it */
+    IO_BACKEND_EPOLL,    /* epoll + recvmmsg/sendmmsg */
+};
+
 struct worker_opts {
     unsigned index;
+    enum io_backend io;
+    uint64_t coalesce_ns; /* --coalesce-us: the longest a datagram may wait to be batched */
     int game_fd; /* bound SO_REUSEPORT socket; ownership passes to the worker */
     int qcmp_fd; /* bound SO_REUSEPORT QCMP socket, or -1; ownership passes too */
     uint32_t max_sessions;
@@ -139,6 +148,9 @@ struct worker;
 /* Allocates everything the worker will ever need (buffers, table, epoll). NULL with e set
  * on failure (the game fd is then closed). Control thread. */
 struct worker *worker_create(const struct worker_opts *o, struct err *e);
+
+/* True when the worker moves datagrams with io_uring (false: epoll). */
+bool worker_uses_uring(const struct worker *w);
 
 /* Starts the worker thread. 0 or a negative errno. */
 int worker_start(struct worker *w);
