@@ -166,6 +166,7 @@ struct worker {
     int tx_res[TX_CAP];
 
     struct coalesce co; /* --coalesce-us: when to let datagrams gather */
+    struct log_ratelimit rl_coalesce;
 
     _Atomic uint32_t published_sessions;
     struct worker_stats stats;
@@ -1116,6 +1117,21 @@ static void sleep_ns(uint64_t ns)
         ;
 }
 
+/* The window before the next turn (coalesce.h); RUST_LOG=debug: its switches, at most one
+ * line per second per worker. */
+static uint64_t coalesce_turn(struct worker *w)
+{
+    uint64_t on = w->co.activations, off = w->co.deactivations;
+    uint64_t window = coalesce_after_turn(&w->co, w->now_ns);
+    uint64_t suppressed;
+    if ((w->co.activations != on || w->co.deactivations != off) &&
+        log_enabled(LOG_LEVEL_DEBUG) && log_ratelimit_ok(&w->rl_coalesce, w->now_ns, &suppressed))
+        LOG_DEBUG("proxy", "worker %u: coalescing %s (%lu times on, %lu off so far)", w->index,
+                  w->co.active ? "on" : "off", (unsigned long)w->co.activations,
+                  (unsigned long)w->co.deactivations);
+    return window;
+}
+
 /* After each wake-up, whatever the backend: replies out, expiry, published counts. */
 static void end_turn(struct worker *w)
 {
@@ -1153,7 +1169,7 @@ static void loop_epoll(struct worker *w)
                 handle_upstream(w, snap, (int)evs[i].data.u64);
         }
         end_turn(w);
-        window = coalesce_after_turn(&w->co, w->now_ns);
+        window = coalesce_turn(w);
     }
 }
 
@@ -1282,7 +1298,7 @@ static void loop_uring(struct worker *w)
         if (n_game)
             process_game_batch(w, snap, n_game);
         end_turn(w);
-        window = coalesce_after_turn(&w->co, w->now_ns);
+        window = coalesce_turn(w);
     }
 }
 
