@@ -269,10 +269,11 @@ def stop(proc, extra_pids=(), signals=(signal.SIGTERM,)):
     SIGKILLs extra_pids (nginx workers) that are still nginx processes."""
     if proc is None:
         return
-    for sig in signals:
+    for i, sig in enumerate(signals):
         if proc.poll() is None:
             proc.send_signal(sig)
-            wait_exit(proc, 0.3 if sig != signals[-1] else 3)
+            # by position: (SIGTERM, SIGTERM) gives the first one 0.3 s, not the last one's 3 s
+            wait_exit(proc, 3 if i == len(signals) - 1 else 0.3)
     if proc.poll() is None:
         proc.kill()
     proc.wait()
