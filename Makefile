@@ -3,9 +3,15 @@
 #   make test    install deps, build with ASan+UBSan, run unit tests, fuzz replays,
 #                integration tests, and a bounded libFuzzer run
 #   make bench   install deps (and nginx, perf), build optimised, run bench/bench.sh: direct,
-#                nginx and quilkin-c in rotating rounds (latency, throughput, a paced load
-#                with CPU per round trip, syscalls per round trip); prints tables, ~7 min
-#   make bench-short  the same scenarios once each, briefly (~40 s), not in `make test`
+#                nginx and quilkin-c variants in rotating rounds (latency, throughput, a
+#                paced load with RTT and CPU per round trip, syscalls per round trip); prints
+#                tables with a row per path, ~12 min. The quilkin-c variants come from
+#                BENCH_QUILKIN_VARIANTS="LABEL=ARGS;LABEL=ARGS" (ARGS: shell words appended
+#                after `quilkin proxy ...`; LABEL names the row, "quilkin" shows as quilkin-c),
+#                default "quilkin=;quilkin-epoll=--io-backend epoll;
+#                quilkin-batch=--coalesce-us 200" (one line); a variant that does not start
+#                (an option the binary lacks) is reported FAILED and the others run
+#   make bench-short  the same scenarios once each, briefly (~70 s), not in `make test`
 #   make soak    the field harness (bench/soak.py), full form: a few minutes, not in `make test`
 #   make soak-short  its short form (under 75 s), part of `make test`
 #   make attack  the attack harness (bench/attack.py), about 2 minutes, not in `make test`
@@ -95,14 +101,16 @@ tsan: deps
 test: check-deps unit integration tsan fuzz soak-short attack-short deploy-test
 	@echo "make test: all suites passed"
 
-# The main comparison (direct, nginx, quilkin-c --to), then quilkin-c with a
-# Capture + TokenRouter chain against direct, one round, without the syscall pass.
+# The main comparison (direct, nginx, the quilkin-c variants with --to), then quilkin-c with
+# a Capture + TokenRouter chain against direct, one round, without the syscall pass (the
+# plain variant only, to keep it short: this run is about the filter chain).
 bench: build bench-deps
-	@echo "== direct vs nginx vs quilkin-c (--to) =="
+	@echo "== direct vs nginx vs quilkin-c variants (--to) =="
 	bash bench/bench.sh $(BUILD)
 	@echo "== Capture + TokenRouter chain =="
 	BENCH_CONFIG=bench/capture_token_router.yaml BENCH_TARGETS="direct quilkin" \
-	  BENCH_ROUNDS=1 BENCH_SCENARIOS="latency throughput paced" bash bench/bench.sh $(BUILD)
+	  BENCH_QUILKIN_VARIANTS="quilkin=" BENCH_ROUNDS=1 \
+	  BENCH_SCENARIOS="latency throughput paced" bash bench/bench.sh $(BUILD)
 	@echo "== filter timing cost (Capture + TokenRouter, one thread, no I/O) =="
 	$(BUILD)/bench_chain_cost
 

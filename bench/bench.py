@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
 """bench.py BUILD_DIR: the body of `make bench` (bench/bench.sh calls it). Runs bench_echo,
-nginx's UDP stream proxy and quilkin-c side by side on loopback, measures each path with
-bench_loadgen in rounds whose order rotates, and prints markdown tables: latency, saturation
-throughput, a paced load at a fixed offered rate with the proxies' CPU per round trip, ratios,
-and system calls and context switches per round trip. It builds nothing and asserts nothing:
-it exits non-zero only when a tool is missing or a target never forwards. Stdlib only.
+nginx's UDP stream proxy and one or more quilkin-c variants side by side on loopback, measures
+each path with bench_loadgen in rounds whose order rotates, and prints markdown tables, one
+row per path: latency, saturation throughput, a paced load at a fixed offered rate with the
+proxies' RTT and CPU per round trip, ratios to direct, to nginx and to the first variant, and
+system calls and context switches per round trip. It builds nothing and asserts nothing: it
+exits non-zero only when a tool is missing, bench_echo or nginx never forwards, or no quilkin-c
+variant starts. A variant that does not start (an option an older binary lacks) is reported
+as FAILED with the proxy's output and left out of the tables; the others run. Stdlib only.
 
 Environment (all optional):
-  BENCH_QUICK       1: every scenario once, briefly (about 40 s; `make bench-short`)
-  BENCH_TARGETS     which paths, in round-1 order (default "direct nginx quilkin")
+  BENCH_QUICK       1: every scenario once, briefly (about 70 s with the three default
+                    variants; `make bench-short`)
+  BENCH_TARGETS     which paths, in round-1 order (default "direct nginx quilkin"); "quilkin"
+                    stands for every variant of BENCH_QUILKIN_VARIANTS, in their order
+  BENCH_QUILKIN_VARIANTS  the quilkin-c proxies to run, each its own path: entries separated
+                    by ";", each LABEL=ARGS, where ARGS are shell words appended after
+                    `proxy ...` and LABEL (letters, digits, ".", "_", "-") names the row
+                    (LABEL alone: no arguments; ARGS cannot hold ";"). The label "quilkin" is
+                    shown as "quilkin-c". Unset or empty: the default,
+                    "quilkin=;quilkin-epoll=--io-backend epoll;quilkin-batch=--coalesce-us 200"
   BENCH_SCENARIOS   subset of "latency throughput paced syscalls" (default all)
   BENCH_ROUNDS      rounds of the latency and paced scenarios; medians are printed (3)
   BENCH_TP_ROUNDS   rounds of the throughput rows (1)
@@ -20,10 +31,13 @@ Environment (all optional):
   BENCH_SYSCALL_TOOL  auto (perf, else strace), perf, strace or none
   BENCH_CONFIG      run quilkin with `-c FILE` (@ECHO_PORT@, @PROXY_PORT@ substituted)
                     instead of `--to`
-  BENCH_PROXY_ARGS  extra quilkin arguments before `proxy` (word-split)
-  BENCH_PROXY_SUBCMD_ARGS  extra arguments after `proxy ...`, e.g. "--workers 1"
+  BENCH_PROXY_ARGS  extra quilkin arguments before `proxy` (word-split), every variant
+  BENCH_PROXY_SUBCMD_ARGS  extra arguments after `proxy ...`, e.g. "--workers 1", every
+                    variant (before the variant's own ARGS)
   BENCH_NGINX       nginx binary (/usr/sbin/nginx); BENCH_NGINX_MODULE its stream module
   BENCH_NGINX_WORKERS  nginx worker_processes (default: the core count, as quilkin's workers)
+The QUILKIN_* variables of the environment (QUILKIN_IO_BACKEND, ...) reach every variant;
+the report lists those that are set.
 """
 
 import os
@@ -41,7 +55,10 @@ import tempfile
 import time
 
 NAMES = {"direct": "direct", "nginx": "nginx", "quilkin": "quilkin-c"}
-PROXIES = ("nginx", "quilkin")
+DEFAULT_VARIANTS = "quilkin=;quilkin-epoll=--io-backend epoll;quilkin-batch=--coalesce-us 200"
+VARIANT_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+# quilkin's exit status for a usage error (an unknown option): starting again cannot help
+USAGE_STATUS = 2
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 # The system calls counted by name; the rest are summed as "other" (raw_syscalls:sys_enter
 # counts them all). One tracepoint per name: perf opens each on every thread, so the whole
@@ -72,6 +89,38 @@ def env_words(name, default):
     return os.environ.get(name, default).replace(",", " ").split()
 
 
+def display_name(key):
+    """A path's name in the tables: the variant label "quilkin" is shown as "quilkin-c"."""
+    return NAMES.get(key, key)
+
+
+def parse_variants(text):
+    """BENCH_QUILKIN_VARIANTS ("LABEL=ARGS;LABEL=ARGS", see the top of this file) as a list
+    of (label, [arg, ...]). Raises ValueError naming what is wrong."""
+    out = []
+    for entry in text.split(";"):
+        if not entry.strip():
+            continue
+        label, _, args = entry.partition("=")
+        label = label.strip()
+        if not VARIANT_LABEL.fullmatch(label):
+            raise ValueError(f"bad label {label!r} in {entry.strip()!r}: letters, digits, "
+                             "'.', '_' and '-', up to 40, not starting with a punctuation mark")
+        if label in ("direct", "nginx"):
+            raise ValueError(f"label {label!r} names a path that is not a quilkin-c variant")
+        if label in (x for x, _ in out):
+            raise ValueError(f"label {label!r} given twice")
+        if display_name(label) in (display_name(x) for x, _ in out):
+            raise ValueError(f"two variants would be shown as {display_name(label)!r}")
+        try:
+            out.append((label, shlex.split(args)))
+        except ValueError as e:
+            raise ValueError(f"{label}: {e} in {args.strip()!r}") from None
+    if not out:
+        raise ValueError(f"no variant in {text!r}")
+    return out
+
+
 class Settings:
     """Everything the environment chooses, read once."""
 
@@ -79,6 +128,11 @@ class Settings:
         self.is_quick = os.environ.get("BENCH_QUICK", "0") == "1"
         q = self.is_quick
         self.targets = env_words("BENCH_TARGETS", "direct nginx quilkin")
+        try:
+            self.variants = parse_variants(os.environ.get("BENCH_QUILKIN_VARIANTS", "")
+                                           or DEFAULT_VARIANTS)
+        except ValueError as e:
+            die(f"BENCH_QUILKIN_VARIANTS: {e}")
         self.scenarios = env_words("BENCH_SCENARIOS", "latency throughput paced syscalls")
         self.rounds = env_int("BENCH_ROUNDS", 1 if q else 3, hi=100)
         self.tp_rounds = env_int("BENCH_TP_ROUNDS", 1, hi=100)
@@ -103,6 +157,8 @@ class Settings:
         for t in self.targets:
             if t not in NAMES:
                 die(f"BENCH_TARGETS: unknown target {t!r} (direct, nginx, quilkin)")
+        if len(set(self.targets)) != len(self.targets):
+            die(f"BENCH_TARGETS: a target named twice in {self.targets}")
         for s in self.scenarios:
             if s not in ("latency", "throughput", "paced", "syscalls"):
                 die(f"BENCH_SCENARIOS: unknown scenario {s!r}")
@@ -213,10 +269,11 @@ def stop(proc, extra_pids=(), signals=(signal.SIGTERM,)):
     SIGKILLs extra_pids (nginx workers) that are still nginx processes."""
     if proc is None:
         return
-    for sig in signals:
+    for i, sig in enumerate(signals):
         if proc.poll() is None:
             proc.send_signal(sig)
-            wait_exit(proc, 0.3 if sig != signals[-1] else 3)
+            # by position: (SIGTERM, SIGTERM) gives the first one 0.3 s, not the last one's 3 s
+            wait_exit(proc, 3 if i == len(signals) - 1 else 0.3)
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -228,12 +285,27 @@ def stop(proc, extra_pids=(), signals=(signal.SIGTERM,)):
                 pass
 
 
-class Target:
-    """One path to the echo server: direct, or through a proxy process we started."""
+class StartError(Exception):
+    """A process that never forwarded: how it ended (status), its argv and the last lines of
+    its output (standard output and error)."""
 
-    def __init__(self, kind, port, proc=None, desc=""):
-        self.kind, self.port, self.proc, self.desc = kind, port, proc, desc
-        self.name = NAMES[kind]
+    def __init__(self, status, argv, tail):
+        super().__init__(f"{status}: {shlex.join(argv)}")
+        self.status, self.argv, self.tail = status, argv, tail
+
+    def summary(self):
+        """The status and the first line of output that says something."""
+        said = [x.strip() for x in self.tail if x.strip()]
+        return f"{self.status}: {said[0]}" if said else self.status
+
+
+class Target:
+    """One path to the echo server: direct, or through a proxy process we started. key names
+    it ("direct", "nginx" or a variant's label), kind is "direct", "nginx" or "quilkin"."""
+
+    def __init__(self, key, kind, port, proc=None, desc=""):
+        self.key, self.kind, self.port, self.proc, self.desc = key, kind, port, proc, desc
+        self.name = display_name(key)
 
     def pids(self):
         if self.proc is None or self.proc.poll() is not None:
@@ -265,7 +337,8 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="quilkin-bench.")
         self.procs = []  # (Popen, how to stop it)
         self.err = open(os.path.join(self.tmp, "loadgen.err"), "wb")
-        self.targets = {}
+        self.targets = {}  # key -> Target, in round-1 order
+        self.failed = {}   # variant label -> the StartError that says why it did not start
         self.raw = []  # (label, RESULT line) of every run, for the raw section
         self.round = 0  # 1-based round of the runs now under way (0: the syscall pass)
 
@@ -281,9 +354,11 @@ class Bench:
                            stderr=subprocess.DEVNULL, timeout=ms / 1000 + 5, check=False)
         return r.returncode == 0
 
-    def start_until_up(self, what, make_argv, log, attempts=3):
+    def start_until_up(self, what, make_argv, log, kind=None, attempts=3):
         """Starts make_argv(port) on fresh ports until it forwards (probes in 1 s slices for
-        up to 10 s, noticing an early exit). Returns (Popen, port)."""
+        up to 10 s, noticing an early exit; a usage error is not retried) and stops a failed
+        attempt as stop_proc stops kind (default: what). Returns (Popen, port); raises
+        StartError when the last attempt failed."""
         for attempt in range(attempts):
             port = free_port()
             argv = make_argv(port)
@@ -297,11 +372,17 @@ class Bench:
                     break
             if is_up:
                 return p, port
-            tail = read(os.path.join(self.tmp, log)).splitlines()[-5:]
-            print(f"bench.py: {what} did not forward (attempt {attempt + 1}): "
-                  f"{' '.join(argv)}\n  " + "\n  ".join(tail), file=sys.stderr)
-            self.stop_proc(p, what)
-        die(f"{what} failed to start")
+            code = p.poll()
+            status = ("did not forward within 10 s" if code is None
+                      else f"exited with status {code}" if code >= 0
+                      else f"killed by signal {-code}")
+            tail = read(os.path.join(self.tmp, log)).splitlines()[-10:]
+            print(f"bench.py: {what} {status} (attempt {attempt + 1}): "
+                  f"{shlex.join(argv)}\n  " + "\n  ".join(tail), file=sys.stderr)
+            self.stop_proc(p, kind or what)
+            if code == USAGE_STATUS:
+                break
+        raise StartError(status, argv, tail)
 
     def stop_proc(self, p, what):
         if what == "nginx":
@@ -314,21 +395,40 @@ class Bench:
             stop(p)
 
     def setup(self):
-        echo, eport = self.start_until_up("bench_echo", lambda p: [self.echo_bin, str(p)],
-                                          "echo.log")
-        self.procs.append((echo, "echo"))
-        self.echo_port = eport
-        for kind in self.st.targets:
-            if kind == "direct":
-                self.targets[kind] = Target(kind, eport, desc=f"bench_echo 127.0.0.1:{eport}")
-            elif kind == "nginx":
-                p, port = self.start_until_up("nginx", self.nginx_argv, "nginx.log")
-                self.procs.append((p, "nginx"))
-                self.targets[kind] = Target(kind, port, p, self.nginx_desc)
-            else:
-                p, port = self.start_until_up("quilkin", self.quilkin_argv, "quilkin.log")
-                self.procs.append((p, "quilkin"))
-                self.targets[kind] = Target(kind, port, p, self.quilkin_desc)
+        """Starts bench_echo, nginx and every quilkin-c variant (dies if echo or nginx does
+        not forward, or if no variant does; a variant that does not start goes to failed)."""
+        try:
+            echo, eport = self.start_until_up("bench_echo",
+                                              lambda p: [self.echo_bin, str(p)], "echo.log")
+            self.procs.append((echo, "echo"))
+            self.echo_port = eport
+            for kind in self.st.targets:
+                if kind == "direct":
+                    self.targets[kind] = Target(kind, kind, eport,
+                                                desc=f"bench_echo 127.0.0.1:{eport}")
+                elif kind == "nginx":
+                    p, port = self.start_until_up("nginx", self.nginx_argv, "nginx.log")
+                    self.procs.append((p, "nginx"))
+                    self.targets[kind] = Target(kind, kind, port, p, self.nginx_desc)
+                else:
+                    for label, args in self.st.variants:
+                        self.start_variant(label, args)
+        except StartError as e:
+            die(f"failed to start ({e.summary()}): {shlex.join(e.argv)}")
+        if "quilkin" in self.st.targets and len(self.failed) == len(self.st.variants):
+            die("no quilkin-c variant started: "
+                + "; ".join(f"{k}: {e.summary()}" for k, e in self.failed.items()))
+
+    def start_variant(self, label, args):
+        try:
+            p, port = self.start_until_up(label, lambda port: self.quilkin_argv(port, args),
+                                          f"{label}.log", kind="quilkin")
+        except StartError as e:
+            self.failed[label] = e
+            return
+        self.procs.append((p, "quilkin"))
+        desc = self.quilkin_desc + "".join(f" {shlex.quote(a)}" for a in args)
+        self.targets[label] = Target(label, "quilkin", port, p, desc)
 
     def nginx_argv(self, port):
         # proxy_responses is left unset (unlimited): a UDP session then lives until it has
@@ -365,23 +465,24 @@ stream {{
         return [self.st.nginx, "-p", d, "-c", os.path.join(d, "nginx.conf"),
                 "-e", os.path.join(d, "nginx-error.log")]
 
-    def quilkin_argv(self, port):
+    def quilkin_argv(self, port, variant_args=()):
         qport = free_port()  # QCMP: not the default 7600, which another proxy may hold
         st = self.st
         if st.config:
             with open(st.config) as f:
                 text = f.read()
-            cfg = os.path.join(self.tmp, "config.yaml")
+            # one file per proxy: quilkin watches its file, a rewrite would reload a variant
+            cfg = os.path.join(self.tmp, f"config-{port}.yaml")
             with open(cfg, "w") as f:
                 f.write(text.replace("@ECHO_PORT@", str(self.echo_port))
                         .replace("@PROXY_PORT@", str(port)))
             self.quilkin_desc = f"config {st.config}"
             return [self.quilkin, "--no-admin", *st.proxy_args, "-c", cfg, "proxy", "--port",
-                    str(port), "--qcmp-port", str(qport), *st.subcmd_args]
+                    str(port), "--qcmp-port", str(qport), *st.subcmd_args, *variant_args]
         self.quilkin_desc = f"--to 127.0.0.1:{self.echo_port}"
         return [self.quilkin, "--no-admin", *st.proxy_args, "proxy", "--port", str(port),
                 "--qcmp-port", str(qport), "--to", f"127.0.0.1:{self.echo_port}",
-                *st.subcmd_args]
+                *st.subcmd_args, *variant_args]
 
     def close(self):
         for p, what in reversed(self.procs):
@@ -523,7 +624,7 @@ def count_perf_once(bench, target, sessions):
     the loadgen's MARK lines. Returns (per-name counts, round trips, usage delta, note)."""
     names = syscall_names()
     events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{s}" for s in names])
-    out = os.path.join(bench.tmp, f"perf-{target.kind}.csv")
+    out = os.path.join(bench.tmp, f"perf-{target.key}.csv")
     fifo = Fifo(bench.tmp)
     pids = target.pids()
     with open(out + ".err", "wb") as err:
@@ -568,7 +669,7 @@ def count_strace(bench, target, sessions):
     """The fallback: `strace -c -f` attached for the whole loadgen run (it cannot be switched
     on and off, so the warm-up is in the counts and in the round trips divided by). strace
     stops the target at every system call: nothing else is measured in this pass."""
-    out = os.path.join(bench.tmp, f"strace-{target.kind}.txt")
+    out = os.path.join(bench.tmp, f"strace-{target.key}.txt")
     argv = ["strace", "-c", "-f", "-qq", "-o", out]
     for pid in target.pids():
         argv += ["-p", str(pid)]
@@ -637,76 +738,74 @@ def table(headers, rows):
 
 
 class Report:
-    """Collects per-round results and prints the tables."""
+    """Collects per-round results and prints the tables, one row per path (direct, nginx and
+    each quilkin-c variant that started), in round-1 order."""
 
     def __init__(self, bench):
         self.b, self.st = bench, bench.st
-        self.kinds = [k for k in ("direct", "nginx", "quilkin") if k in bench.targets]
+        self.kinds = list(bench.targets)
+        self.proxies = [k for k in self.kinds if bench.targets[k].kind != "direct"]
+        self.variants = [k for k in self.kinds if bench.targets[k].kind == "quilkin"]
         self.lat = {k: [] for k in self.kinds}
-        self.tp = {}      # (size, sessions) -> kind -> [results]
-        self.paced = {}   # sessions -> kind -> [results]
-        self.sys = {}     # kind -> (counts, rts, span, note)
+        self.tp = {}      # (size, sessions) -> key -> [results]
+        self.paced = {}   # sessions -> key -> [results]
+        self.sys = {}     # key -> (counts, rts, span, note)
+
+    def name(self, k):
+        return self.b.targets[k].name
 
     def med(self, runs, key):
         return median([num(r, key) if r else None for r in runs])
 
-    def ratio_cols(self, get, kind="x"):
-        """Columns quilkin-c/direct and quilkin-c/nginx (and nginx/direct) for get(kind)."""
-        cols = []
-        for a, b in (("nginx", "direct"), ("quilkin", "direct"), ("quilkin", "nginx")):
-            if a in self.kinds and b in self.kinds:
-                cols.append(fmt(ratio(get(a), get(b)), kind))
-        return cols
+    def bases(self):
+        """What the ratios divide by: direct, nginx and, with two variants or more, the
+        first variant (the others are compared with it)."""
+        out = [k for k in ("direct", "nginx") if k in self.kinds]
+        return out + self.variants[:1] if len(self.variants) > 1 else out
 
-    def ratio_heads(self):
-        return [f"{NAMES[a]}/{NAMES[b]}" for a, b in (("nginx", "direct"),
-                ("quilkin", "direct"), ("quilkin", "nginx"))
-                if a in self.kinds and b in self.kinds]
+    def ratio_cells(self, k, get, bases):
+        """k's value divided by each base's ("" where k is the base)."""
+        return ["" if k == b else fmt(ratio(get(k), get(b)), "x") for b in bases]
 
     def print_latency(self):
         n = len(self.lat[self.kinds[0]])
         print(f"## Latency: one client ping-pong, 64 B (µs, median of {n} round(s))\n")
-        rows = []
-        for key, label in (("min_us", "min"), ("p50_us", "p50"), ("p99_us", "p99"),
-                           ("p999_us", "p99.9")):
-            vals = {k: self.med(self.lat[k], key) for k in self.kinds}
-            rows.append([label] + [fmt(vals[k], "us") for k in self.kinds]
-                        + self.ratio_cols(vals.get))
-        lost = {k: self.med(self.lat[k], "lost") for k in self.kinds}
-        rows.append(["lost"] + [fmt(lost[k], "n") for k in self.kinds] + [""] * len(
-            self.ratio_heads()))
-        table(["µs"] + [NAMES[k] for k in self.kinds] + self.ratio_heads(), rows)
+        cols = (("min_us", "min"), ("p50_us", "p50"), ("p99_us", "p99"),
+                ("p999_us", "p99.9"))
+        rows = [[self.name(k)] + [fmt(self.med(self.lat[k], key), "us") for key, _ in cols]
+                + [fmt(self.med(self.lat[k], "lost"), "n")] for k in self.kinds]
+        table(["path"] + [label for _, label in cols] + ["lost"], rows)
 
     def print_throughput(self):
         print(f"## Saturation throughput (echoed round trips/s, {self.st.tp_secs} s runs, "
               f"median of {self.st.tp_rounds} round(s))\n")
+        bases = [k for k in ("direct", "nginx") if k in self.kinds]
         rows = []
-        proxies = [k for k in PROXIES if k in self.kinds]
         for (size, sessions), per in self.tp.items():
-            vals = {k: self.med(per[k], "pps") for k in self.kinds}
-            row = [f"{size} B x {sessions}"] + [fmt(vals[k], "n") for k in self.kinds]
-            row += self.ratio_cols(vals.get)
-            row += [fmt(self.med(per[k], "cpu_us_rt"), "per") for k in proxies]
-            row += [fmt(self.med(per[k], "loss_pct"), "pct") for k in proxies]
-            rows.append(row)
-        table(["round trips/s"] + [NAMES[k] for k in self.kinds] + self.ratio_heads()
-              + [f"{NAMES[k]} CPU µs/rt" for k in proxies]
-              + [f"{NAMES[k]} loss %" for k in proxies], rows)
+            def pps(k, per=per):
+                return self.med(per[k], "pps")
+            for k in self.kinds:
+                rows.append([f"{size} B x {sessions}", self.name(k), fmt(pps(k), "n")]
+                            + self.ratio_cells(k, pps, bases)
+                            + [fmt(self.med(per[k], "cpu_us_rt"), "per"),
+                               fmt(self.med(per[k], "loss_pct"), "pct")])
+        table(["size x sessions", "path", "round trips/s"]
+              + [f"/ {self.name(b)}" for b in bases] + ["proxy CPU µs/rt", "loss %"], rows)
 
-    PACED_ROWS = (
-        ("sent_pps", "offered (sent/s)", "n", False),
-        ("sent", "sent", "n", False),
-        ("lost", "lost (sent - received)", "n", False),
-        ("late", "sent >200 µs after its slot", "n", False),
-        ("skipped", "slots skipped (sender >2 ms behind)", "n", False),
-        ("p50_us", "RTT p50 (µs)", "us", True),
-        ("p99_us", "RTT p99 (µs)", "us", True),
-        ("p999_us", "RTT p99.9 (µs)", "us", True),
-        ("cores", "proxy cores (CPU-s / wall-s)", "cores", True),
-        ("rt_per_cpu_s", "round trips per proxy CPU-second", "n", True),
-        ("cpu_us_rt", "proxy CPU µs per round trip", "per", True),
-        ("vcs_rt", "voluntary ctx switches per rt (wake-ups)", "per", True),
-        ("nvcs_rt", "nonvoluntary ctx switches per rt", "per", True),
+    PACED_COLS = (
+        ("sent_pps", "sent/s", "n"),
+        ("sent", "sent", "n"),
+        ("lost", "lost", "n"),
+        ("late", "late", "n"),
+        ("skipped", "skipped", "n"),
+        ("p50_us", "RTT p50 µs", "us"),
+        ("p99_us", "RTT p99 µs", "us"),
+        ("p999_us", "RTT p99.9 µs", "us"),
+        ("cores", "cores", "cores"),
+        ("rt_per_cpu_s", "rt/CPU-s", "n"),
+        ("cpu_us_rt", "CPU µs/rt", "per"),
+        ("vcs_rt", "wake-ups/rt", "per"),
+        ("nvcs_rt", "nonvol cs/rt", "per"),
     )
 
     def print_paced(self):
@@ -715,53 +814,61 @@ class Report:
             pps = self.st.rate / sessions
             print(f"## Paced: {sessions} sessions x 64 B, {self.st.rate:,} datagrams/s offered "
                   f"({pps:g} per session), {self.st.paced_secs} s (median of {n} round(s))\n")
-            rows = []
-            for key, label, kind, has_ratio in self.PACED_ROWS:
-                vals = {k: self.med(per[k], key) for k in self.kinds}
-                row = [label] + [fmt(vals[k], kind) for k in self.kinds]
-                if has_ratio:
-                    row += self.ratio_cols(vals.get)
-                else:
-                    row += [""] * len(self.ratio_heads())
-                rows.append(row)
-            table(["metric"] + [NAMES[k] for k in self.kinds] + self.ratio_heads(), rows)
+            rows = [[self.name(k)] + [fmt(self.med(per[k], key), kind)
+                                      for key, _, kind in self.PACED_COLS]
+                    for k in self.kinds]
+            table(["path"] + [label for _, label, _ in self.PACED_COLS], rows)
+        if self.paced:
+            print("sent/s: the offered rate achieved; lost: sent - received; late: sent >200 µs "
+                  "after its slot; skipped: slots skipped (sender >2 ms behind); cores: proxy "
+                  "CPU-s / wall-s; rt/CPU-s: round trips per proxy CPU-second; wake-ups/rt and "
+                  "nonvol cs/rt: the proxy's voluntary and nonvoluntary context switches per "
+                  "round trip\n")
+
+    def ratio_metrics(self):
+        """(label, get(key)) of every metric the ratio table compares."""
+        out = []
+        for key, label in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
+            if self.lat[self.kinds[0]]:
+                out.append((f"latency {label}", lambda k, key=key: self.med(self.lat[k], key)))
+        if (64, 64) in self.tp:
+            out.append(("throughput 64 B x 64 sessions",
+                        lambda k, p=self.tp[(64, 64)]: self.med(p[k], "pps")))
+        for sessions, per in self.paced.items():
+            for key, label in (("p50_us", "RTT p50"), ("p99_us", "RTT p99"),
+                               ("p999_us", "RTT p99.9"), ("cpu_us_rt", "CPU per round trip"),
+                               ("vcs_rt", "wake-ups per round trip")):
+                out.append((f"paced {sessions} sessions: {label}",
+                            lambda k, p=per, key=key: self.med(p[k], key)))
+        return out
 
     def print_ratios(self):
-        if not ("quilkin" in self.kinds and len(self.kinds) > 1):
+        bases = self.bases()
+        if not (self.variants and len(self.kinds) > 1):
             return
-        others = [k for k in ("nginx", "direct") if k in self.kinds]
         rows = []
-        def add(label, get):
-            vals = [ratio(get("quilkin"), get(o)) for o in others]
-            if any(v is not None for v in vals):  # CPU rows have no direct counterpart
-                rows.append([label] + [fmt(v, "x") for v in vals])
-        for sessions, per in self.paced.items():
-            add(f"paced {sessions} sessions: CPU per round trip",
-                lambda k, p=per: self.med(p[k], "cpu_us_rt") if k != "direct" else None)
-            add(f"paced {sessions} sessions: RTT p99",
-                lambda k, p=per: self.med(p[k], "p99_us"))
-            add(f"paced {sessions} sessions: RTT p99.9",
-                lambda k, p=per: self.med(p[k], "p999_us"))
-        if self.lat[self.kinds[0]]:
-            add("latency p50", lambda k: self.med(self.lat[k], "p50_us"))
-            add("latency p99", lambda k: self.med(self.lat[k], "p99_us"))
-        for (size, sessions), per in self.tp.items():
-            if (size, sessions) == (64, 64):
-                add("throughput 64 B x 64 sessions", lambda k, p=per: self.med(p[k], "pps"))
-        print("## Ratios: quilkin-c divided by the others (CPU, RTT: below 1 is better; "
-              "throughput: above 1 is better)\n")
-        table(["quilkin-c / ..."] + [NAMES[o] for o in others], rows)
+        for label, get in self.ratio_metrics():
+            for k in self.proxies:
+                # nginx is compared with direct only, a variant with every base
+                cells = self.ratio_cells(k, get, bases)
+                if k not in self.variants:
+                    cells = [c if b == "direct" else "" for c, b in zip(cells, bases)]
+                if any(c not in ("", "n/a") for c in cells):  # CPU has no direct counterpart
+                    rows.append([label, self.name(k)] + cells)
+        print("## Ratios: each path divided by the others (RTT, CPU, wake-ups: below 1 is "
+              "better; throughput: above 1 is better)\n")
+        table(["metric", "path"] + [f"/ {self.name(b)}" for b in bases], rows)
 
     def print_syscalls(self):
         if not self.sys:
             return
-        kinds = [k for k in PROXIES if k in self.sys]
+        kinds = [k for k in self.proxies if k in self.sys]
         ok = {k: v for k, v in self.sys.items() if v[0]}
         sessions = self.st.paced_sessions[0]
         print(f"## System calls and context switches per round trip (paced {sessions} sessions, "
               f"{self.st.rate:,}/s, one run each)\n")
         for k in kinds:
-            print(f"{NAMES[k]}: {self.sys[k][3]}")
+            print(f"{self.name(k)}: {self.sys[k][3]}")
         print()
         if not ok:
             return
@@ -769,25 +876,20 @@ class Report:
         names = sorted({n for p in per.values() for n, x in p.items()
                         if n != "all" and x >= 0.005},
                        key=lambda n: -max(p.get(n, 0) for p in per.values()))
-        rows = [[n] + [fmt(per[k].get(n, 0.0), "per") if k in per else "n/a" for k in kinds]
-                for n in names]
-        named = {k: sum(x for n, x in per[k].items() if n != "all" and n in names)
-                 for k in per}
-        rows.append(["other"] + [fmt(per[k].get("all", 0) - named[k], "per") if k in per
-                                 else "n/a" for k in kinds])
-        rows.append(["all system calls"] + [fmt(per[k].get("all"), "per") if k in per
-                                            else "n/a" for k in kinds])
-        for key, label in (("vcs", "voluntary ctx switches (wake-ups)"),
-                           ("nvcs", "nonvoluntary ctx switches")):
-            row = [label]
-            for k in kinds:
-                v = ok.get(k)
-                row.append(fmt((v[2][1][key] - v[2][0][key]) / v[1], "per")
-                           if v and v[2] and v[1] else "n/a")
-            rows.append(row)
-        rows.append(["round trips counted"] + [fmt(ok[k][1], "n") if k in ok else "n/a"
-                                               for k in kinds])
-        table(["per round trip"] + [NAMES[k] for k in kinds], rows)
+        rows = []
+        for k in kinds:
+            p, v = per.get(k), ok.get(k)
+            if p is None:
+                rows.append([self.name(k)] + ["n/a"] * (len(names) + 5))
+                continue
+            other = p.get("all", 0) - sum(x for n, x in p.items() if n in names)
+            cs = [fmt((v[2][1][key] - v[2][0][key]) / v[1], "per") if v[2] and v[1] else "n/a"
+                  for key in ("vcs", "nvcs")]
+            rows.append([self.name(k), fmt(p.get("all"), "per")]
+                        + [fmt(p.get(n, 0.0), "per") for n in names]
+                        + [fmt(other, "per")] + cs + [fmt(v[1], "n")])
+        table(["path", "all calls"] + names + ["other", "wake-ups", "nonvol cs",
+                                               "round trips"], rows)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -803,7 +905,7 @@ def run(bench, rep):
     for r in range(max(st.rounds, st.tp_rounds)):
         order = rotated(kinds, r)
         bench.round = r + 1
-        print(f"round {r + 1}: {', '.join(NAMES[k] for k in order)}", file=sys.stderr)
+        print(f"round {r + 1}: {', '.join(rep.name(k) for k in order)}", file=sys.stderr)
         if "latency" in st.scenarios and r < st.rounds:
             for k in order:
                 rep.lat[k].append(bench.latency(bench.targets[k]))
@@ -822,10 +924,14 @@ def run(bench, rep):
         tool = st.syscall_tool
         if tool == "auto":
             tool = "perf" if perf_works(bench) else "strace"
-        for k in [x for x in PROXIES if x in kinds]:
-            print(f"syscall pass ({tool}): {NAMES[k]}", file=sys.stderr)
+        for k in rep.proxies:
+            target = bench.targets[k]
+            print(f"syscall pass ({tool}): {target.name}", file=sys.stderr)
+            if not target.is_alive():
+                rep.sys[k] = (None, None, None, "not counted: the proxy exited during the run")
+                continue
             count = count_perf if tool == "perf" else count_strace
-            rep.sys[k] = count(bench, bench.targets[k], st.paced_sessions[0])
+            rep.sys[k] = count(bench, target, st.paced_sessions[0])
 
 
 def main():
@@ -853,7 +959,7 @@ def main():
 
 def print_report(bench, rep, load_before, secs):
     st = bench.st
-    order = ", ".join(NAMES[k] for k in rep.kinds)
+    order = ", ".join(rep.name(k) for k in rep.kinds)
     print(f"\n# quilkin-c bench: {order} ({'quick' if st.is_quick else 'full'})\n")
     u = os.uname()
     print(f"- host: {os.cpu_count()} cores, Linux {u.release}; loadavg before: {load_before}, "
@@ -866,6 +972,12 @@ def print_report(bench, rep, load_before, secs):
             extra = (f"; {len(pids)} process(es), peak RSS {hwm_kib(pids) / 1024:.1f} MiB"
                      if pids else "; EXITED during the run")
         print(f"- {t.name}: 127.0.0.1:{t.port} {t.desc}{extra}")
+    for label, e in bench.failed.items():
+        print(f"- {display_name(label)}: FAILED to start ({e.status}), in no table: "
+              f"{shlex.join(e.argv)}" + "".join(f"\n    {x}" for x in e.tail if x.strip()))
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("QUILKIN_")]
+    if env and rep.variants:
+        print(f"- environment of every quilkin-c variant: {' '.join(env)}")
     print(f"- rounds: {st.rounds} (latency, paced), {st.tp_rounds} (throughput); the order of "
           f"the paths rotates each round; each row is the median of the rounds, metric by "
           f"metric; {secs:.0f} s in all")
@@ -890,10 +1002,12 @@ def print_report(bench, rep, load_before, secs):
             print(f"  {line}")
     for t in bench.targets.values():
         if not t.is_alive():
-            log = "nginx-error.log" if t.kind == "nginx" else "quilkin.log"
+            log = "nginx-error.log" if t.kind == "nginx" else f"{t.key}.log"
             print(f"WARNING: {t.name} exited during the run; last log lines:")
             for line in read(os.path.join(bench.tmp, log)).splitlines()[-10:]:
                 print(f"  {line}")
+    for label, e in bench.failed.items():
+        print(f"FAILED: {display_name(label)} did not start ({e.summary()})")
 
 
 if __name__ == "__main__":
