@@ -1,7 +1,7 @@
 # quilkin-c: thin wrapper around CMake. All output goes under build*/ (never committed).
 #   make run     install deps, build, run the proxy on examples/quilkin.yaml
 #   make test    install deps, build with ASan+UBSan, run unit tests, fuzz replays,
-#                integration tests, and a bounded libFuzzer run
+#                integration tests (on both I/O backends), and a bounded libFuzzer run
 #   make bench   install deps (and nginx, perf), build optimised, run bench/bench.sh: direct,
 #                nginx and quilkin-c variants in rotating rounds (latency, throughput, a
 #                paced load with RTT and CPU per round trip, syscalls per round trip); prints
@@ -70,13 +70,12 @@ run: build
 unit: build-asan
 	cd $(BUILD_ASAN) && ctest --output-on-failure -j $(JOBS)
 
-# The ASan binary for everything, plus the optimised one and the counting preload
-# (build/liballoccount.so) for test_hot_path.py: an ASan build replaces malloc itself.
+# The whole suite twice at once, one run per I/O backend (scripts/run-integration.sh):
+# io_uring with the ASan binary, epoll with the optimised one. Both use the optimised
+# binary and the counting preload (build/liballoccount.so) for test_hot_path.py: an ASan
+# build replaces malloc itself.
 integration: build-asan build
-	QUILKIN_BIN=$(abspath $(BUILD_ASAN))/quilkin \
-	  QUILKIN_PLAIN_BIN=$(abspath $(BUILD))/quilkin \
-	  ALLOCCOUNT_LIB=$(abspath $(BUILD))/liballoccount.so \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	bash scripts/run-integration.sh $(PYTHON) $(BUILD_ASAN) $(BUILD)
 
 fuzz: deps
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \

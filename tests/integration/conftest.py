@@ -105,10 +105,19 @@ def _ports_outside_the_ephemeral_range():
     except (OSError, ValueError):
         lo, hi = 32768, 60999
     out = []
-    if lo - 1 - 10000 >= 1000:
-        out.append((10000, lo - 1))
-    if 65535 - (hi + 1) >= 1000:
-        out.append((hi + 1, 65535))
+    # 20000-32000 is left to the harnesses the suite runs (bench/bench.py, bench/soak.py pick
+    # their ports there), so that they never take a port a test holds
+    for a, b in ((10000, min(lo - 1, 19999)), (max(10000, 32001), lo - 1), (hi + 1, 65535)):
+        if b - a >= 1000:
+            out.append((a, b))
+    # QK_TEST_PORT_SLICE=K/N: this run takes the K-th of N equal parts of each range, so that
+    # N runs of the suite at once (`make test` runs both I/O backends side by side) never
+    # hand out the same port (quilkin binds with SO_REUSEPORT, so a shared port would split
+    # traffic silently instead of failing)
+    k, _, n = os.environ.get("QK_TEST_PORT_SLICE", "0/1").partition("/")
+    k, n = int(k), int(n or 1)
+    if n > 1:
+        out = [(a + (b - a + 1) * k // n, a + (b - a + 1) * (k + 1) // n - 1) for a, b in out]
     return out
 
 
