@@ -9,7 +9,7 @@
 #                BENCH_QUILKIN_VARIANTS="LABEL=ARGS;LABEL=ARGS" (ARGS: shell words appended
 #                after `quilkin proxy ...`; LABEL names the row, "quilkin" shows as quilkin-c),
 #                default "quilkin=;quilkin-epoll=--io-backend epoll;
-#                quilkin-batch=--coalesce-us 200" (one line); a variant that does not start
+#                quilkin-batch=--coalesce-us 500" (one line); a variant that does not start
 #                (an option the binary lacks) is reported FAILED and the others run
 #   make bench-short  the same scenarios once each, briefly (~70 s), not in `make test`
 #   make soak    the field harness (bench/soak.py), full form: a few minutes, not in `make test`

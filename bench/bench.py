@@ -19,7 +19,7 @@ Environment (all optional):
                     `proxy ...` and LABEL (letters, digits, ".", "_", "-") names the row
                     (LABEL alone: no arguments; ARGS cannot hold ";"). The label "quilkin" is
                     shown as "quilkin-c". Unset or empty: the default,
-                    "quilkin=;quilkin-epoll=--io-backend epoll;quilkin-batch=--coalesce-us 200"
+                    "quilkin=;quilkin-epoll=--io-backend epoll;quilkin-batch=--coalesce-us 500"
   BENCH_SCENARIOS   subset of "latency throughput paced syscalls" (default all)
   BENCH_ROUNDS      rounds of the latency and paced scenarios; medians are printed (3)
   BENCH_TP_ROUNDS   rounds of the throughput rows (1)
@@ -55,7 +55,7 @@ import tempfile
 import time
 
 NAMES = {"direct": "direct", "nginx": "nginx", "quilkin": "quilkin-c"}
-DEFAULT_VARIANTS = "quilkin=;quilkin-epoll=--io-backend epoll;quilkin-batch=--coalesce-us 200"
+DEFAULT_VARIANTS = "quilkin=;quilkin-epoll=--io-backend epoll;quilkin-batch=--coalesce-us 500"
 VARIANT_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 # quilkin's exit status for a usage error (an unknown option): starting again cannot help
 USAGE_STATUS = 2
