@@ -172,7 +172,7 @@ int uring_poll(struct uring *u, int fd, uint64_t tag)
     struct io_uring_sqe *sqe = sqe_get(&u->rx);
     if (!sqe)
         return -EBUSY;
-    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
     io_uring_sqe_set_data64(sqe, tag);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* One worker's io_uring (liburing): multishot receives on UDP sockets into a ring of
- * provided buffers, multishot polls, and batches of sends to many sockets in one system
+ * provided buffers, polls, and batches of sends to many sockets in one system
  * call. Knows nothing of sessions or filters. Single-threaded: created disabled by the
  * control thread, then enabled and used only by the worker thread. */
 #ifndef QK_NET_URING_H
@@ -45,7 +45,8 @@ void uring_destroy(struct uring *u);
  * completions carry tag. Submitted by the next uring_wait. 0 or a negative errno. */
 int uring_recv(struct uring *u, int fd, uint64_t tag);
 
-/* Queues a multishot POLLIN on fd. */
+/* Queues a one-shot POLLIN on fd: level-triggered, since arming it again checks the socket
+ * at once (a multishot poll would stay silent about data left queued). */
 int uring_poll(struct uring *u, int fd, uint64_t tag);
 
 /* Queues the cancellation of the requests armed with tag; a final completion with -ECANCELED

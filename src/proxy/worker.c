@@ -1277,11 +1277,10 @@ static void loop_uring(struct worker *w)
                 take_upstream(w, snap, &ev);
                 continue;
             }
-            if (kind == TAG_QCMP) {
+            if (kind == TAG_QCMP) { /* a one-shot poll: QCMP keeps its recvmmsg path */
                 if (ev.res >= 0)
                     handle_qcmp(w);
-                if (!ev.more)
-                    uring_poll(w->ring, w->qcmp_fd, ev.tag);
+                uring_poll(w->ring, w->qcmp_fd, ev.tag);
                 continue;
             }
             if (ev.has_data) {

@@ -7,6 +7,7 @@ to epoll and `io-uring` refuse to start; `--coalesce-us` turns on only under a l
 several sessions, never for one client's ping-pong, and loses nothing. The whole suite runs
 on both backends (`make test`: QUILKIN_IO_BACKEND=epoll for the second pass)."""
 
+import ctypes
 import os
 import time
 
@@ -18,6 +19,21 @@ DENY = os.environ.get("DENY_IO_URING", os.path.join(os.path.dirname(QUILKIN_BIN)
                                                     "deny_io_uring"))
 URING_LINE = "workers move datagrams with io_uring"
 EPOLL_LINE = "workers move datagrams with epoll"
+
+
+def host_has_io_uring():
+    """io_uring_setup(2) works here (kernel, kernel.io_uring_disabled, seccomp)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+    fd = libc.syscall(425, 4, params)  # __NR_io_uring_setup on x86-64 and arm64
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+needs_io_uring = pytest.mark.skipif(not host_has_io_uring(),
+                                    reason="this host refuses io_uring_setup")
 
 
 def backend_line(p):
@@ -38,6 +54,7 @@ def relay_many(p, echo, clients, n_clients=40, rounds=5):
     assert echo.count() == n_clients * rounds
 
 
+@needs_io_uring
 def test_default_backend_is_io_uring_and_relays(proxy, echo_v4, clients):
     if os.environ.get("QUILKIN_IO_BACKEND") == "epoll":
         pytest.skip("this pass runs the suite on epoll")
@@ -52,6 +69,7 @@ def test_epoll_backend_relays(proxy, echo_v4, clients):
     relay_many(p, echo_v4, clients)
 
 
+@needs_io_uring
 def test_env_selects_backend(proxy, echo_v4, clients):
     p = proxy("--to", echo_v4.addr, env={"QUILKIN_IO_BACKEND": "epoll"})
     assert EPOLL_LINE in backend_line(p)
