@@ -81,16 +81,41 @@ static unsigned collect(struct uring *u, uint64_t tag, char out[][32], unsigned 
     return got;
 }
 
+/* A ring with a receive armed (and submitted) on a bound socket, and a socket to send from. */
+struct rig {
+    struct uring *u;
+    int rx, tx;
+    uint16_t port, src_port;
+};
+
+static bool rig_up(struct rig *r, unsigned bufs, uint64_t tag)
+{
+    r->u = make(bufs);
+    if (!r->u)
+        return false;
+    r->rx = udp_bound(&r->port);
+    r->tx = udp_bound(&r->src_port);
+    assert_int_equal(uring_recv(r->u, r->rx, tag), 0);
+    assert_int_equal(uring_wait(r->u, 0, 0), 0); /* submit the arm */
+    return true;
+}
+
+static void rig_down(struct rig *r)
+{
+    uring_destroy(r->u);
+    close(r->rx);
+    close(r->tx);
+}
+
 static void test_multishot_receive_carries_payload_name_and_tag(void **state)
 {
     (void)state;
-    struct uring *u = make(8);
-    if (!u)
+    struct rig r;
+    if (!rig_up(&r, 8, TAG_A))
         skip();
-    uint16_t port, src_port;
-    int rx = udp_bound(&port), tx = udp_bound(&src_port);
-    assert_int_equal(uring_recv(u, rx, TAG_A), 0);
-    assert_int_equal(uring_wait(u, 0, 0), 0); /* submit the arm */
+    struct uring *u = r.u;
+    int tx = r.tx;
+    uint16_t port = r.port, src_port = r.src_port;
     send_to(tx, port, "one");
     send_to(tx, port, "two");
     send_to(tx, port, "three");
@@ -108,21 +133,18 @@ static void test_multishot_receive_carries_payload_name_and_tag(void **state)
     for (int i = 0; i < 3; i++)
         send_to(tx, port, "again");
     assert_int_equal(collect(u, TAG_A, got, 3, &last), 3);
-    uring_destroy(u);
-    close(rx);
-    close(tx);
+    rig_down(&r);
 }
 
 static void test_running_out_of_buffers_ends_the_receive_and_loses_nothing(void **state)
 {
     (void)state;
-    struct uring *u = make(4);
-    if (!u)
+    struct rig r;
+    if (!rig_up(&r, 4, TAG_A))
         skip();
-    uint16_t port, src_port;
-    int rx = udp_bound(&port), tx = udp_bound(&src_port);
-    assert_int_equal(uring_recv(u, rx, TAG_A), 0);
-    assert_int_equal(uring_wait(u, 0, 0), 0);
+    struct uring *u = r.u;
+    int rx = r.rx, tx = r.tx;
+    uint16_t port = r.port;
     char text[16];
     for (int i = 0; i < 10; i++) {
         snprintf(text, sizeof(text), "d%d", i);
@@ -170,21 +192,16 @@ static void test_running_out_of_buffers_ends_the_receive_and_loses_nothing(void 
         snprintf(text, sizeof(text), "d%d", i);
         assert_string_equal(got[i], text);
     }
-    uring_destroy(u);
-    close(rx);
-    close(tx);
+    rig_down(&r);
 }
 
 static void test_cancelled_receive_delivers_nothing_more(void **state)
 {
     (void)state;
-    struct uring *u = make(8);
-    if (!u)
+    struct rig r;
+    if (!rig_up(&r, 8, TAG_A))
         skip();
-    uint16_t port, src_port;
-    int rx = udp_bound(&port), tx = udp_bound(&src_port);
-    assert_int_equal(uring_recv(u, rx, TAG_A), 0);
-    assert_int_equal(uring_wait(u, 0, 0), 0);
+    struct uring *u = r.u;
     assert_int_equal(uring_cancel(u, TAG_A), 0);
     uring_wait(u, 1, 50 * 1000000ull);
     struct uring_event ev;
@@ -197,14 +214,12 @@ static void test_cancelled_receive_delivers_nothing_more(void **state)
         saw_end = true;
     }
     assert_true(saw_end);
-    send_to(tx, port, "late");
+    send_to(r.tx, r.port, "late");
     uring_wait(u, 1, 50 * 1000000ull);
     assert_false(uring_next(u, &ev)); /* the datagram stays in the socket */
     char buf[16];
-    assert_int_equal(recv(rx, buf, sizeof(buf), MSG_DONTWAIT), 4);
-    uring_destroy(u);
-    close(rx);
-    close(tx);
+    assert_int_equal(recv(r.rx, buf, sizeof(buf), MSG_DONTWAIT), 4);
+    rig_down(&r);
 }
 
 static void test_one_batch_sends_to_several_sockets(void **state)
@@ -266,14 +281,11 @@ static void test_one_batch_sends_to_several_sockets(void **state)
 static void test_wait_for_many_returns_on_the_timeout(void **state)
 {
     (void)state;
-    struct uring *u = make(8);
-    if (!u)
+    struct rig r;
+    if (!rig_up(&r, 8, TAG_B))
         skip();
-    uint16_t port, src_port;
-    int rx = udp_bound(&port), tx = udp_bound(&src_port);
-    assert_int_equal(uring_recv(u, rx, TAG_B), 0);
-    assert_int_equal(uring_wait(u, 0, 0), 0);
-    send_to(tx, port, "only");
+    struct uring *u = r.u;
+    send_to(r.tx, r.port, "only");
     /* asks for 32 completions, gets 1: back after the 30 ms timeout with that one */
     int rc = uring_wait(u, 32, 30 * 1000000ull);
     assert_true(rc == 0 || rc == -ETIME);
@@ -283,9 +295,7 @@ static void test_wait_for_many_returns_on_the_timeout(void **state)
     assert_true(ev.has_data);
     assert_memory_equal(ev.payload, "only", 4);
     uring_release(u, &ev);
-    uring_destroy(u);
-    close(rx);
-    close(tx);
+    rig_down(&r);
 }
 
 int main(void)
