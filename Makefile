@@ -5,7 +5,7 @@
 #   make bench   install deps (and nginx, perf), build optimised, run bench/bench.sh: direct,
 #                nginx and quilkin-c variants in rotating rounds (latency, throughput, a
 #                paced load with RTT and CPU per round trip, syscalls per round trip); prints
-#                tables with a row per path, ~12 min. The quilkin-c variants come from
+#                tables with a row per path, ~10 min. The quilkin-c variants come from
 #                BENCH_QUILKIN_VARIANTS="LABEL=ARGS;LABEL=ARGS" (ARGS: shell words appended
 #                after `quilkin proxy ...`; LABEL names the row, "quilkin" shows as quilkin-c),
 #                default "quilkin=;quilkin-epoll=--io-backend epoll;
