@@ -1,8 +1,9 @@
-/* The worker loop (see worker.h). Per packet: no malloc, no lock, no syscall except the
- * batched recvmmsg/sendmmsg; creating a session costs socket+connect+epoll_ctl once.
- * Each session has its own connected upstream socket, so replies are demultiplexed by the
- * kernel and for one endpoint no two sessions share a source port (spec proxy.md §5.3). */
-#include "proxy/worker.h"
+/* The worker (see worker.h): sessions, the filter chain steps both backends share, and the
+ * epoll backend's loop (the io_uring one is worker_uring.c). Per packet: no malloc, no lock,
+ * and only batched system calls. Each session has its own connected upstream socket, so
+ * replies are demultiplexed by the kernel and for one endpoint no two sessions share a
+ * source port (spec proxy.md §5.3). */
+#include "proxy/worker_impl.h"
 
 #include "base/arena.h"
 #include "base/clock.h"
@@ -34,145 +35,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RX_BATCH 32      /* datagrams per recvmmsg */
-#define RX_ROUNDS 8      /* recvmmsg rounds per readiness event, for fairness */
-#define TX_CAP 256       /* staged upstream sends before a forced flush */
-#define HEADROOM 512     /* room for filters to prepend */
-#define MAX_DGRAM 65536  /* largest UDP payload plus one, to detect truncation */
-#define TAILROOM 16384   /* room to append, and for Snappy's worst-case expansion */
-#define BUF_CAP (HEADROOM + MAX_DGRAM + TAILROOM)
 #define EPOLL_EVENTS 64
-#define TICK_MS 250      /* epoll timeout: expiry runs at least this often */
-#define ARENA_BYTES (64 * 1024)
-#define GAME_TOKEN UINT64_MAX
-#define QCMP_TOKEN (UINT64_MAX - 1)
-#define POOL_MAX 4096 /* idle upstream sockets kept per worker for the next sessions: about
-                         a second of heavy churn (sessions expire a wheel slot at a time) */
-_Static_assert(SOCK_RXQ_CMSG_SPACE >= CMSG_SPACE(sizeof(uint32_t)), "room for SO_RXQ_OVFL");
-#define QCMP_BUF 64 /* a valid Ping is 17 bytes; longer datagrams arrive truncated and are
-                       ignored, so junk never costs more than this */
-#define URING_BUFS 64 /* provided receive buffers per worker. Datagrams are copied out and
-                         each buffer returned at once, so they only have to cover one turn's
-                         burst; more stays in the socket queue, as with recvmmsg (64 measured
-                         as fast as 256 at saturation). The ring cycles through all of them,
-                         so each costs a page of RSS: 256 took 1 MiB per worker */
-
-/* io_uring request tags: kind in the top 2 bits, a generation in the next 30 (so that the
- * last completions of a cancelled request on a reused descriptor are recognised), the fd in
- * the low 32. */
-enum { TAG_GAME = 0, TAG_QCMP = 1, TAG_UPSTREAM = 2 };
-#define TAG_GEN_MASK 0x3fffffffu
-
-static inline uint64_t tag_make(unsigned kind, uint32_t gen, int fd)
-{
-    return (uint64_t)kind << 62 | (uint64_t)(gen & TAG_GEN_MASK) << 32 | (uint32_t)fd;
-}
-
-struct tx_entry {
-    uint32_t session; /* index in the table */
-    uint32_t next;    /* next staged send of the same session, or SESSION_NIL */
-    uint16_t pkt;     /* the received datagram (slot of the batch) it carries */
-    bool is_head;
-    struct iovec iov;
-};
-
-/* What became of one received datagram of the current batch. It is counted as read (spec
- * admin.md §4.1: sent to all selected endpoints) only once its sends were flushed, and as
- * one drop however many of its sends failed, so no datagram is counted twice. */
-struct rx_result {
-    uint64_t bytes_ok; /* bytes the kernel accepted, summed over endpoints */
-    uint16_t geo;      /* the label set of its (first) session, 0: none */
-    bool passed;       /* the chain passed and every endpoint's send was staged */
-    bool failed;       /* dropped and counted (a staging failure or a failed send) */
-};
-
-struct worker {
-    unsigned index;
-    int game_fd;
-    int qcmp_fd;
-    int epfd;
-    pthread_t thread;
-    bool started;
-    struct worker_control *control;
-    struct session_table *sessions;
-    uint64_t timeout_ns;
-    struct arena scratch;
-    uint8_t *spare; /* BUF_CAP bytes lent to filters through pkt_ctx */
-    uint64_t now_ns, now_unix_ns;
-    bool table_full_logged;
-    bool ports_exhausted_logged; /* set when connect() found no ephemeral port */
-    struct log_ratelimit rl_upstream, rl_socket, rl_ip_limit;
-    struct ip_limit *ip_limit; /* shared by all workers; NULL: no per-IP cap */
-    const struct geo_source *geo_src; /* the ASN database; NULL: no --mmdb */
-    struct geo_stats *geo;            /* owned: labelled counters and jitter */
-    uint64_t last_rx_ns;              /* the previous game-socket batch (read jitter) */
-    struct qcmp_ratelimit *qcmp_rl; /* owned */
-    struct log_ratelimit rl_drop[DROP_REASON_COUNT]; /* debug lines about drops */
-
-    /* client -> server: receive buffers and staged sends */
-    uint8_t *rx_mem;
-    struct mmsghdr rx_msgs[RX_BATCH];
-    /* control data of each received datagram: SO_RXQ_OVFL counts (game, replies, QCMP) */
-    uint8_t rx_cmsg[RX_BATCH][SOCK_RXQ_CMSG_SPACE] __attribute__((aligned(8)));
-    uint8_t rep_cmsg[RX_BATCH][SOCK_RXQ_CMSG_SPACE] __attribute__((aligned(8)));
-    uint8_t qcmp_cmsg[RX_BATCH][SOCK_RXQ_CMSG_SPACE] __attribute__((aligned(8)));
-    uint32_t game_rxq_drops, qcmp_rxq_drops; /* last SO_RXQ_OVFL counts seen */
-    struct log_ratelimit rl_game_recv;
-    struct iovec rx_iov[RX_BATCH];
-    struct sockaddr_in6 rx_from[RX_BATCH];
-    unsigned rx_used, rep_used, qcmp_used; /* headers the last calls wrote back */
-    struct tx_entry tx[TX_CAP];
-    uint32_t n_tx;
-    struct rx_result rx_res[RX_BATCH];
-    uint32_t tx_of[TX_CAP]; /* flush: message k of a sendmmsg carries tx[tx_of[k]] */
-    int tx_err[TX_CAP];     /* flush: errno of message k, 0 when sent */
-    uint64_t tx_batch;
-    struct mmsghdr tx_msgs[TX_CAP];
-
-    /* server -> client: receive buffers and staged replies on the game socket */
-    uint8_t *reply_mem;
-    struct mmsghdr rep_rx[RX_BATCH];
-    struct iovec rep_rx_iov[RX_BATCH];
-    uint32_t n_rep;
-    struct mmsghdr rep_tx[RX_BATCH];
-    struct iovec rep_tx_iov[RX_BATCH];
-    struct sockaddr_in6 rep_to[RX_BATCH];
-    uint32_t n_rep_tx;
-    uint64_t rep_start_ns; /* when the first reply of the current batch was read */
-
-    /* QCMP: receive in place, answer from the same slot */
-    uint8_t qcmp_buf[RX_BATCH][QCMP_REPLY_LEN > QCMP_BUF ? QCMP_REPLY_LEN : QCMP_BUF];
-    struct mmsghdr qcmp_rx[RX_BATCH];
-    struct iovec qcmp_iov[RX_BATCH];
-    struct sockaddr_in6 qcmp_from[RX_BATCH];
-    struct mmsghdr qcmp_tx[RX_BATCH];
-
-    /* Upstream sockets stay in the epoll set for their whole life with the fd as event
-     * data; fd_map[fd] is the session index + 1 (0: pooled or not ours). Expired sessions'
-     * sockets are disconnected (their port goes back to the host) and pooled, so a new
-     * session costs one connect() instead of socket+setsockopt+connect+epoll_ctl+close. */
-    uint32_t *fd_map;
-    uint32_t fd_map_len;
-    int *pool;
-    uint32_t n_pool, pool_cap;
-    bool is_closing; /* worker_destroy: close sockets instead of pooling them */
-
-    /* io_uring backend (NULL: epoll). Every socket has a multishot receive armed; fd_gen[fd]
-     * is the generation of the one armed on an upstream socket. Sends of a flush go to all
-     * their sockets in one system call. */
-    struct uring *ring;
-    uint32_t *fd_gen;
-    bool send_plain; /* the ring refused a batch: sendmmsg from then on */
-    int tx_fd[TX_CAP];
-    struct msghdr *tx_hdr[TX_CAP];
-    int tx_res[TX_CAP];
-
-    struct coalesce co; /* --coalesce-us: when to let datagrams gather */
-    struct log_ratelimit rl_coalesce;
-
-    _Atomic uint32_t published_sessions;
-    struct worker_stats stats;
-};
+#define GAME_TOKEN UINT64_MAX       /* epoll data of the game socket */
+#define QCMP_TOKEN (UINT64_MAX - 1) /* and of the QCMP socket; upstream sockets: their fd */
 
 static const char *const reason_text[DROP_REASON_COUNT] = {
     [DROP_NO_ENDPOINTS] = "No upstream endpoints available",
@@ -227,15 +92,10 @@ enum direction drop_reason_direction(enum drop_reason r)
                                                                                       : DIR_READ;
 }
 
-/* Single-writer counter bump: a relaxed load and store, no locked instruction. */
-static inline void stat_add(uint64_t *c, uint64_t v)
-{
-    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
-}
 
 /* Adds what the kernel dropped on a socket since *last (SO_RXQ_OVFL is cumulative, 32 bits,
  * wrapping) to the counter of its kind. m: the newest message of a receive batch. */
-static void count_kernel_drops(struct worker *w, const struct mmsghdr *m, uint32_t *last,
+void worker_count_kernel_drops(struct worker *w, const struct mmsghdr *m, uint32_t *last,
                                enum sock_kind kind)
 {
     uint32_t now;
@@ -349,35 +209,6 @@ static void init_msg_headers(struct worker *w)
         w->tx_msgs[i].msg_hdr = (struct msghdr){.msg_iovlen = 1};
 }
 
-/* The io_uring backend: the rings, the descriptor generations, and the game socket's receive
- * and the QCMP socket's poll queued (submitted by the thread's first wait). The epoll set is
- * built either way, so the thread can still fall back to it. false (e set) only when
- * io_uring was required; otherwise a refusal is logged once and the worker uses epoll. */
-static bool setup_uring(struct worker *w, bool required, struct err *e)
-{
-    struct err ue = {0};
-    w->ring = uring_create(URING_BUFS, MAX_DGRAM, SOCK_RXQ_CMSG_SPACE, TX_CAP, &ue);
-    if (w->ring) {
-        w->fd_gen = calloc(w->fd_map_len, sizeof(*w->fd_gen)); /* zero pages until touched */
-        if (w->fd_gen && uring_recv(w->ring, w->game_fd, tag_make(TAG_GAME, 0, w->game_fd)) == 0 &&
-            (w->qcmp_fd < 0 ||
-             uring_poll(w->ring, w->qcmp_fd, tag_make(TAG_QCMP, 0, w->qcmp_fd)) == 0))
-            return true;
-        err_set(&ue, "io_uring: out of memory");
-        uring_destroy(w->ring);
-        w->ring = NULL;
-        free(w->fd_gen);
-        w->fd_gen = NULL;
-    }
-    if (required) {
-        err_set(e, "--io-backend io-uring: %s", ue.msg);
-        return false;
-    }
-    if (w->index == 0)
-        LOG_INFO("proxy", "io_uring is not available (%s): the workers use epoll", ue.msg);
-    return true;
-}
-
 struct worker *worker_create(const struct worker_opts *o, struct err *e)
 {
     struct worker *w = calloc(1, sizeof(*w));
@@ -420,7 +251,8 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
     }
-    if (!w->sessions || !w->qcmp_rl || !w->geo || !w->rx_mem || !w->reply_mem || !w->spare || arena_init(&w->scratch, ARENA_BYTES)) {
+    if (!w->sessions || !w->qcmp_rl || !w->geo || !w->rx_mem || !w->reply_mem || !w->spare ||
+        arena_init(&w->scratch, ARENA_BYTES)) {
         err_set(e, "out of memory creating worker %u", o->index);
         goto fail;
     }
@@ -440,7 +272,7 @@ struct worker *worker_create(const struct worker_opts *o, struct err *e)
         goto fail;
     }
     init_msg_headers(w);
-    if (o->io != IO_BACKEND_EPOLL && !setup_uring(w, o->io == IO_BACKEND_URING, e))
+    if (o->io != IO_BACKEND_EPOLL && !worker_uring_setup(w, o->io == IO_BACKEND_URING, e))
         goto fail;
     return w;
 fail:
@@ -853,9 +685,9 @@ static void count_reads(struct worker *w, unsigned n, uint64_t t_ns)
 }
 
 /* Runs rx_msgs[0..n) (n > 0) through the chain, sends them, and counts them. */
-static void process_game_batch(struct worker *w, const struct snapshot *snap, unsigned n)
+void worker_process_game_batch(struct worker *w, const struct snapshot *snap, unsigned n)
 {
-    count_kernel_drops(w, &w->rx_msgs[n - 1], &w->game_rxq_drops, SOCK_GAME);
+    worker_count_kernel_drops(w, &w->rx_msgs[n - 1], &w->game_rxq_drops, SOCK_GAME);
     uint64_t t0 = clock_mono_ns();
     for (unsigned i = 0; i < n; i++)
         process_read(w, snap, i);
@@ -883,7 +715,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
         }
         if (n <= 0)
             return;
-        process_game_batch(w, snap, (unsigned)n);
+        worker_process_game_batch(w, snap, (unsigned)n);
         if (n < RX_BATCH)
             return;
     }
@@ -891,7 +723,7 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
 
 /* ---- server -> client ---------------------------------------------------------------- */
 
-static void flush_replies(struct worker *w)
+void worker_flush_replies(struct worker *w)
 {
     if (w->n_rep_tx)
         send_all(w, w->game_fd, w->rep_tx, w->n_rep_tx, DROP_SEND_DOWNSTREAM, NULL, NULL);
@@ -901,7 +733,7 @@ static void flush_replies(struct worker *w)
     w->n_rep = 0;
 }
 
-static void process_write(struct worker *w, const struct snapshot *snap, struct session *s,
+void worker_process_write(struct worker *w, const struct snapshot *snap, struct session *s,
                           unsigned i)
 {
     uint32_t len = w->rep_rx[i].msg_len;
@@ -937,7 +769,7 @@ static void process_write(struct worker *w, const struct snapshot *snap, struct 
 }
 
 /* A receive error on a session socket (err: an errno, e.g. an ICMP port unreachable). */
-static void count_upstream_error(struct worker *w, const struct session *s, int err)
+void worker_count_upstream_error(struct worker *w, const struct session *s, int err)
 {
     enum upstream_error kind = err == ECONNREFUSED   ? UPSTREAM_ERR_REFUSED
                                : err == EHOSTUNREACH ? UPSTREAM_ERR_HOST
@@ -967,7 +799,7 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
     }
     for (int round = 0; round < RX_ROUNDS; round++) {
         if (w->n_rep == RX_BATCH)
-            flush_replies(w);
+            worker_flush_replies(w);
         unsigned room = RX_BATCH - w->n_rep;
         for (unsigned i = w->n_rep; i < w->rep_used; i++) /* written back by an earlier call */
             w->rep_rx[i].msg_hdr.msg_controllen = SOCK_RXQ_CMSG_SPACE;
@@ -979,12 +811,12 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
                 return;
             /* ICMP unreachable and the like: only this session is affected; the pending
              * error is cleared by reporting it, so the socket stays usable. */
-            count_upstream_error(w, s, errno);
+            worker_count_upstream_error(w, s, errno);
             continue;
         }
         if (n == 0)
             return;
-        count_kernel_drops(w, &w->rep_rx[w->n_rep + (unsigned)n - 1], &s->rxq_drops,
+        worker_count_kernel_drops(w, &w->rep_rx[w->n_rep + (unsigned)n - 1], &s->rxq_drops,
                            SOCK_UPSTREAM);
         unsigned first = w->n_rep;
         uint64_t t = clock_mono_ns(); /* one clock read per receive batch */
@@ -999,7 +831,7 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
         s->last_reply_ns = t;
         w->n_rep += (unsigned)n;
         for (unsigned i = first; i < w->n_rep; i++)
-            process_write(w, snap, s, i);
+            worker_process_write(w, snap, s, i);
         if ((unsigned)n < room)
             return;
     }
@@ -1007,7 +839,7 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
 
 /* ---- QCMP responder (spec qcmp.md §4) ------------------------------------------------ */
 
-static void handle_qcmp(struct worker *w)
+void worker_handle_qcmp(struct worker *w)
 {
     for (int round = 0; round < RX_ROUNDS; round++) {
         for (unsigned i = 0; i < w->qcmp_used; i++) { /* written back by the last call */
@@ -1020,7 +852,7 @@ static void handle_qcmp(struct worker *w)
         w->qcmp_used = n > 0 ? (unsigned)n : 0;
         if (n <= 0)
             return;
-        count_kernel_drops(w, &w->qcmp_rx[n - 1], &w->qcmp_rxq_drops, SOCK_QCMP);
+        worker_count_kernel_drops(w, &w->qcmp_rx[n - 1], &w->qcmp_rxq_drops, SOCK_QCMP);
         int64_t t_recv = (int64_t)clock_unix_ns();
         unsigned n_tx = 0;
         for (int i = 0; i < n; i++) {
@@ -1114,14 +946,15 @@ static void expire_session(void *ctx, struct session *s)
 
 static void sleep_ns(uint64_t ns)
 {
-    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+                          .tv_nsec = (long)(ns % 1000000000u)};
     while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
         ;
 }
 
 /* The window before the next turn (coalesce.h); RUST_LOG=debug: its switches, at most one
  * line per second per worker. */
-static uint64_t coalesce_turn(struct worker *w)
+uint64_t worker_coalesce_turn(struct worker *w)
 {
     uint64_t on = w->co.activations, off = w->co.deactivations;
     uint64_t window = coalesce_after_turn(&w->co, w->now_ns);
@@ -1135,9 +968,9 @@ static uint64_t coalesce_turn(struct worker *w)
 }
 
 /* After each wake-up, whatever the backend: replies out, expiry, published counts. */
-static void end_turn(struct worker *w)
+void worker_end_turn(struct worker *w)
 {
-    flush_replies(w);
+    worker_flush_replies(w);
     session_expire(w->sessions, w->now_ns, expire_session, w);
     uint32_t live = session_count(w->sessions);
     if (w->table_full_logged && live < session_capacity(w->sessions) / 10 * 9) {
@@ -1166,140 +999,12 @@ static void loop_epoll(struct worker *w)
             if (evs[i].data.u64 == GAME_TOKEN)
                 handle_game(w, snap);
             else if (evs[i].data.u64 == QCMP_TOKEN)
-                handle_qcmp(w);
+                worker_handle_qcmp(w);
             else
                 handle_upstream(w, snap, (int)evs[i].data.u64);
         }
-        end_turn(w);
-        window = coalesce_turn(w);
-    }
-}
-
-/* io_uring: a game datagram into receive slot i, as recvmmsg would have written it. */
-static void take_game(struct worker *w, const struct uring_event *ev, unsigned i)
-{
-    struct mmsghdr *m = &w->rx_msgs[i];
-    uint32_t len = ev->len < MAX_DGRAM ? ev->len : MAX_DGRAM;
-    memcpy(w->rx_iov[i].iov_base, ev->payload, len);
-    m->msg_len = ev->truncated ? MAX_DGRAM : len;
-    m->msg_hdr.msg_flags = ev->truncated ? MSG_TRUNC : 0;
-    m->msg_hdr.msg_namelen =
-        ev->namelen < sizeof(w->rx_from[i]) ? ev->namelen : (socklen_t)sizeof(w->rx_from[i]);
-    memcpy(&w->rx_from[i], ev->name, m->msg_hdr.msg_namelen);
-    m->msg_hdr.msg_controllen =
-        ev->controllen < SOCK_RXQ_CMSG_SPACE ? ev->controllen : SOCK_RXQ_CMSG_SPACE;
-    if (m->msg_hdr.msg_controllen)
-        memcpy(w->rx_cmsg[i], ev->control, m->msg_hdr.msg_controllen);
-}
-
-/* io_uring: a completion of a session socket's receive. Stale ones (the session ended, or
- * its descriptor was reused since) are dropped like datagrams to a pooled socket. */
-static void take_upstream(struct worker *w, const struct snapshot *snap,
-                          const struct uring_event *ev)
-{
-    int fd = (int)(uint32_t)ev->tag;
-    uint32_t gen = (uint32_t)(ev->tag >> 32) & TAG_GEN_MASK;
-    bool is_current = (uint32_t)fd < w->fd_map_len && (w->fd_gen[fd] & TAG_GEN_MASK) == gen;
-    uint32_t idx = is_current ? w->fd_map[fd] : 0;
-    struct session *s = idx ? session_at(w->sessions, idx - 1) : NULL;
-    if (!s || s->fd != fd) {
-        uring_release(w->ring, ev);
-        return;
-    }
-    if (ev->has_data) {
-        if (w->n_rep == RX_BATCH)
-            flush_replies(w);
-        unsigned i = w->n_rep++;
-        struct mmsghdr *m = &w->rep_rx[i];
-        uint32_t len = ev->len < MAX_DGRAM ? ev->len : MAX_DGRAM;
-        memcpy(w->rep_rx_iov[i].iov_base, ev->payload, len);
-        m->msg_len = ev->truncated ? MAX_DGRAM : len;
-        m->msg_hdr.msg_controllen =
-            ev->controllen < SOCK_RXQ_CMSG_SPACE ? ev->controllen : SOCK_RXQ_CMSG_SPACE;
-        if (m->msg_hdr.msg_controllen)
-            memcpy(w->rep_cmsg[i], ev->control, m->msg_hdr.msg_controllen);
-        uring_release(w->ring, ev);
-        count_kernel_drops(w, m, &s->rxq_drops, SOCK_UPSTREAM);
-        if (i == 0)
-            w->rep_start_ns = w->now_ns;
-        /* spec admin.md §4.1: jitter per upstream socket, at the turn's clock reading */
-        if (s->last_reply_ns)
-            geo_jitter(w->geo, DIR_WRITE, s->geo, (int64_t)(w->now_ns - s->last_reply_ns),
-                       w->now_ns);
-        s->last_reply_ns = w->now_ns;
-        process_write(w, snap, s, i);
-    } else if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
-        count_upstream_error(w, s, -ev->res); /* e.g. ICMP port unreachable */
-    }
-    /* a multishot receive ends on an error or when the buffers ran out: arm it again */
-    if (!ev->more && ev->res != -ECANCELED &&
-        uring_recv(w->ring, fd, tag_make(TAG_UPSTREAM, ++w->fd_gen[fd], fd)) < 0)
-        LOG_WARN("proxy", "worker %u: cannot re-arm an upstream receive", w->index);
-}
-
-/* io_uring: a completion of the game socket's receive that carried no datagram. */
-static void game_event(struct worker *w, const struct uring_event *ev)
-{
-    if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
-        stat_add(&w->stats.game_recv_errors, 1);
-        uint64_t suppressed;
-        if (log_ratelimit_ok(&w->rl_game_recv, w->now_ns, &suppressed))
-            LOG_WARN("proxy", "worker %u: receive error on the game socket: %s (%lu more)",
-                     w->index, strerror(-ev->res), (unsigned long)suppressed);
-    }
-}
-
-/* One system call per turn: it submits the turn's re-arms and cancellations and waits for
- * completions (sends go in one more call per batch, see flush_upstream). */
-static void loop_uring(struct worker *w)
-{
-    struct uring_event ev;
-    uint64_t window = 0;
-    while (!atomic_load_explicit(&w->control->stopping, memory_order_relaxed)) {
-        snapshot_reader_offline();
-        /* coalescing: the kernel wakes the worker after the window, or as soon as a full
-           turn's worth of completions is waiting (DEFER_TASKRUN counts them for us) */
-        int rc = window ? uring_wait(w->ring, COALESCE_FULL_TURN, window)
-                        : uring_wait(w->ring, 1, TICK_MS * 1000000ull);
-        snapshot_reader_online();
-        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-            uint64_t suppressed;
-            if (log_ratelimit_ok(&w->rl_game_recv, clock_mono_ns(), &suppressed))
-                LOG_WARN("proxy", "worker %u: io_uring wait: %s", w->index, strerror(-rc));
-        }
-        const struct snapshot *snap = snapshot_current();
-        w->now_ns = clock_mono_ns();
-        w->now_unix_ns = clock_unix_ns();
-        unsigned n_game = 0;
-        while (uring_next(w->ring, &ev)) {
-            unsigned kind = (unsigned)(ev.tag >> 62);
-            if (kind == TAG_UPSTREAM) {
-                take_upstream(w, snap, &ev);
-                continue;
-            }
-            if (kind == TAG_QCMP) { /* a one-shot poll: QCMP keeps its recvmmsg path */
-                if (ev.res >= 0)
-                    handle_qcmp(w);
-                uring_poll(w->ring, w->qcmp_fd, ev.tag);
-                continue;
-            }
-            if (ev.has_data) {
-                take_game(w, &ev, n_game++);
-                uring_release(w->ring, &ev);
-                if (n_game == RX_BATCH) {
-                    process_game_batch(w, snap, n_game);
-                    n_game = 0;
-                }
-            } else {
-                game_event(w, &ev);
-            }
-            if (!ev.more)
-                uring_recv(w->ring, w->game_fd, ev.tag);
-        }
-        if (n_game)
-            process_game_batch(w, snap, n_game);
-        end_turn(w);
-        window = coalesce_turn(w);
+        worker_end_turn(w);
+        window = worker_coalesce_turn(w);
     }
 }
 
@@ -1307,7 +1012,8 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     snapshot_reader_register();
-    if (w->co.window_ns) /* windows of tens of µs: the default 50 µs timer slack would double them */
+    /* windows of tens of µs: the default 50 µs timer slack would stretch them */
+    if (w->co.window_ns)
         prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
     if (w->ring) {
         int rc = uring_enable(w->ring);
@@ -1319,7 +1025,7 @@ static void *worker_main(void *arg)
         }
     }
     if (w->ring)
-        loop_uring(w);
+        worker_uring_loop(w);
     else
         loop_epoll(w);
     snapshot_reader_unregister();

@@ -109,7 +109,7 @@ def test_variant_syntax_labels_and_shell_words():
     bench = bench_module()
     assert bench.parse_variants(bench.DEFAULT_VARIANTS) == [
         ("quilkin", []), ("quilkin-epoll", ["--io-backend", "epoll"]),
-        ("quilkin-batch", ["--coalesce-us", "200"])]
+        ("quilkin-batch", ["--coalesce-us", "500"])]
     # spaces around entries, a bare label, empty entries, quoting, "=" inside an argument
     assert bench.parse_variants(" a = --x 'y z' ;b;; c.2=--k=v -n 1; ") == [
         ("a", ["--x", "y z"]), ("b", []), ("c.2", ["--k=v", "-n", "1"])]
