@@ -901,7 +901,7 @@ void worker_handle_qcmp(struct worker *w)
 
 /* ---- loop ---------------------------------------------------------------------------- */
 
-static void close_session(void *ctx, struct session *s)
+void worker_close_session(void *ctx, struct session *s)
 {
     struct worker *w = ctx;
     if (s->fd >= 0) {
@@ -941,7 +941,7 @@ static void expire_session(void *ctx, struct session *s)
         log_session(w, s, s->is_confirmed ? "session expired" : "unconfirmed session expired");
     if (!s->is_confirmed)
         stat_add(&w->stats.sessions_expired_unconfirmed, 1);
-    close_session(w, s);
+    worker_close_session(w, s);
 }
 
 static void sleep_ns(uint64_t ns)
@@ -1056,7 +1056,7 @@ void worker_destroy(struct worker *w)
     if (!w)
         return;
     w->is_closing = true;
-    session_table_destroy(w->sessions, close_session, w);
+    session_table_destroy(w->sessions, worker_close_session, w);
     for (uint32_t i = 0; i < w->n_pool; i++)
         close(w->pool[i]);
     uring_destroy(w->ring); /* ends the receives: the sockets are released */

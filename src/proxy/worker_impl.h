@@ -149,6 +149,8 @@ struct worker {
     struct uring *ring;
     uint32_t *fd_gen;
     bool send_plain; /* the ring refused a batch: sendmmsg from then on */
+    bool game_armed, qcmp_armed; /* their receive / poll is queued or running */
+    struct log_ratelimit rl_arm;
     int tx_fd[TX_CAP];
     struct msghdr *tx_hdr[TX_CAP];
     int tx_res[TX_CAP];
@@ -189,6 +191,10 @@ void worker_count_upstream_error(struct worker *w, const struct session *s, int 
 
 /* Answers what is queued on the QCMP socket. */
 void worker_handle_qcmp(struct worker *w);
+
+/* Closes s's socket (or pools it) and counts it as expired; the caller removes it from the
+ * table (session_expire's callback, or session_remove). */
+void worker_close_session(void *ctx, struct session *s);
 
 /* After each wake-up, whatever the backend: replies out, expiry, published counts. */
 void worker_end_turn(struct worker *w);

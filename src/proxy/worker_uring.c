@@ -22,11 +22,11 @@ bool worker_uring_setup(struct worker *w, bool required, struct err *e)
     w->ring = uring_create(URING_BUFS, MAX_DGRAM, SOCK_RXQ_CMSG_SPACE, TX_CAP, &ue);
     if (w->ring) {
         w->fd_gen = calloc(w->fd_map_len, sizeof(*w->fd_gen)); /* zero pages until touched */
-        bool ok = w->fd_gen &&
-                  uring_recv(w->ring, w->game_fd, tag_make(TAG_GAME, 0, w->game_fd)) == 0 &&
-                  (w->qcmp_fd < 0 ||
-                   uring_poll(w->ring, w->qcmp_fd, tag_make(TAG_QCMP, 0, w->qcmp_fd)) == 0);
-        if (ok)
+        w->game_armed = w->fd_gen &&
+                        uring_recv(w->ring, w->game_fd, tag_make(TAG_GAME, 0, w->game_fd)) == 0;
+        w->qcmp_armed = w->qcmp_fd < 0 ||
+                        uring_poll(w->ring, w->qcmp_fd, tag_make(TAG_QCMP, 0, w->qcmp_fd)) == 0;
+        if (w->game_armed && w->qcmp_armed)
             return true;
         err_set(&ue, "io_uring: out of memory");
         uring_destroy(w->ring);
@@ -99,10 +99,33 @@ static void take_upstream(struct worker *w, const struct snapshot *snap,
     } else if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
         worker_count_upstream_error(w, s, -ev->res); /* e.g. ICMP port unreachable */
     }
-    /* a multishot receive ends on an error or when the buffers ran out: arm it again */
+    /* a multishot receive ends on an error or when the buffers ran out: arm it again. A
+       socket that cannot be armed would never see a reply again: the session ends, and the
+       client's next datagram opens a new one */
     if (!ev->more && ev->res != -ECANCELED &&
-        uring_recv(w->ring, fd, tag_make(TAG_UPSTREAM, ++w->fd_gen[fd], fd)) < 0)
-        LOG_WARN("proxy", "worker %u: cannot re-arm an upstream receive", w->index);
+        uring_recv(w->ring, fd, tag_make(TAG_UPSTREAM, ++w->fd_gen[fd], fd)) < 0) {
+        uint64_t suppressed;
+        if (log_ratelimit_ok(&w->rl_arm, w->now_ns, &suppressed))
+            LOG_WARN("proxy", "worker %u: cannot re-arm a session socket's receive; the "
+                     "session is closed (%lu more)", w->index, (unsigned long)suppressed);
+        worker_close_session(w, s);
+        session_remove(w->sessions, s);
+    }
+}
+
+/* Arms what lost its request (the queue was full): the game socket's receive and the QCMP
+ * poll. Without them the worker would stop hearing its clients, so it retries every turn. */
+static void rearm_listeners(struct worker *w)
+{
+    if (!w->game_armed)
+        w->game_armed = uring_recv(w->ring, w->game_fd, tag_make(TAG_GAME, 0, w->game_fd)) == 0;
+    if (!w->qcmp_armed && w->qcmp_fd >= 0)
+        w->qcmp_armed = uring_poll(w->ring, w->qcmp_fd, tag_make(TAG_QCMP, 0, w->qcmp_fd)) == 0;
+    uint64_t suppressed;
+    if ((!w->game_armed || (!w->qcmp_armed && w->qcmp_fd >= 0)) &&
+        log_ratelimit_ok(&w->rl_arm, w->now_ns, &suppressed))
+        LOG_WARN("proxy", "worker %u: cannot queue the %s socket's receive; retrying (%lu more)",
+                 w->index, w->game_armed ? "QCMP" : "game", (unsigned long)suppressed);
 }
 
 /* io_uring: a completion of the game socket's receive that carried no datagram. */
@@ -148,7 +171,7 @@ void worker_uring_loop(struct worker *w)
             if (kind == TAG_QCMP) { /* a one-shot poll: QCMP keeps its recvmmsg path */
                 if (ev.res >= 0)
                     worker_handle_qcmp(w);
-                uring_poll(w->ring, w->qcmp_fd, ev.tag);
+                w->qcmp_armed = uring_poll(w->ring, w->qcmp_fd, ev.tag) == 0;
                 continue;
             }
             if (ev.has_data) {
@@ -162,10 +185,12 @@ void worker_uring_loop(struct worker *w)
                 game_event(w, &ev);
             }
             if (!ev.more)
-                uring_recv(w->ring, w->game_fd, ev.tag);
+                w->game_armed = uring_recv(w->ring, w->game_fd, ev.tag) == 0;
         }
         if (n_game)
             worker_process_game_batch(w, snap, n_game);
+        if (!w->game_armed || !w->qcmp_armed)
+            rearm_listeners(w);
         worker_end_turn(w);
         window = worker_coalesce_turn(w);
     }
