@@ -504,7 +504,7 @@ stream {{
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
                 if not ready:
                     continue
                 chunk = os.read(fd, 65536)

@@ -33,7 +33,6 @@
 #define RX_BATCHES_PER_WAKE 8 /* recvmmsg rounds per readable socket per poll */
 #define LAT_GIVE_UP_LOSSES 25 /* latency: this many losses in a row means the target is gone */
 #define PACED_EVENTS 256      /* epoll events per wake in paced mode */
-#define PACED_RX_BATCH 16     /* recvmmsg batch per readable socket in paced mode */
 #define HIST_SUB_BITS 6       /* paced RTT histogram: 64 log-linear buckets per power of 2 */
 #define HIST_SUB (1u << HIST_SUB_BITS)
 #define HIST_BUCKETS ((64 - HIST_SUB_BITS + 1) * HIST_SUB)

@@ -2,7 +2,9 @@
  * per-worker controller fed one count per datagram and one call per loop turn. It only
  * decides; the worker's backend does the waiting. Pure logic, no clock or system call.
  *
- * A wake-up costs about as much CPU as relaying a dozen datagrams, so at a steady load of
+ * A wake-up costs as much CPU as relaying about three datagrams (on the development VM: ~10
+ * µs per wake-up in a two-thread ping-pong, against 6.6 µs per proxied round trip, two
+ * datagrams, at saturation in `make bench`), so at a steady load of
  * many players a worker that waits `window` after a quiet moment, then takes everything
  * queued, spends far less CPU per datagram. The window is used only when it pays:
  *   - off until the last interval's rate fills a window with several datagrams from

@@ -696,6 +696,16 @@ void worker_process_game_batch(struct worker *w, const struct snapshot *snap, un
     observe_proc(w, DIR_READ, (clock_mono_ns() - t0) / n, n);
 }
 
+void worker_game_recv_error(struct worker *w, int err)
+{
+    /* counted and logged (rate-limited); the worker carries on with the next event */
+    stat_add(&w->stats.game_recv_errors, 1);
+    uint64_t suppressed;
+    if (log_ratelimit_ok(&w->rl_game_recv, w->now_ns, &suppressed))
+        LOG_WARN("proxy", "worker %u: receive error on the game socket: %s (%lu more)",
+                 w->index, strerror(err), (unsigned long)suppressed);
+}
+
 static void handle_game(struct worker *w, const struct snapshot *snap)
 {
     for (int round = 0; round < RX_ROUNDS; round++) {
@@ -705,14 +715,8 @@ static void handle_game(struct worker *w, const struct snapshot *snap)
         }
         int n = recvmmsg(w->game_fd, w->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
         w->rx_used = n > 0 ? (unsigned)n : 0;
-        if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            /* counted and logged (rate-limited); the worker carries on with the next event */
-            stat_add(&w->stats.game_recv_errors, 1);
-            uint64_t suppressed;
-            if (log_ratelimit_ok(&w->rl_game_recv, w->now_ns, &suppressed))
-                LOG_WARN("proxy", "worker %u: receive error on the game socket: %s (%lu more)",
-                         w->index, strerror(errno), (unsigned long)suppressed);
-        }
+        if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            worker_game_recv_error(w, errno);
         if (n <= 0)
             return;
         worker_process_game_batch(w, snap, (unsigned)n);
@@ -786,6 +790,24 @@ void worker_count_upstream_error(struct worker *w, const struct session *s, int 
     }
 }
 
+void worker_take_replies(struct worker *w, const struct snapshot *snap, struct session *s,
+                         unsigned n, uint64_t t)
+{
+    unsigned first = w->n_rep;
+    worker_count_kernel_drops(w, &w->rep_rx[first + n - 1], &s->rxq_drops, SOCK_UPSTREAM);
+    if (first == 0)
+        w->rep_start_ns = t;
+    /* spec admin.md §4.1: jitter per upstream socket, the time since its previous datagram
+       (a batch's later datagrams are 0 apart) */
+    for (unsigned k = 0; k < n; k++)
+        if (k > 0 || s->last_reply_ns)
+            geo_jitter(w->geo, DIR_WRITE, s->geo, k ? 0 : (int64_t)(t - s->last_reply_ns), t);
+    s->last_reply_ns = t;
+    w->n_rep += n;
+    for (unsigned i = first; i < w->n_rep; i++)
+        worker_process_write(w, snap, s, i);
+}
+
 static void handle_upstream(struct worker *w, const struct snapshot *snap, int fd)
 {
     uint32_t idx = fd >= 0 && (uint32_t)fd < w->fd_map_len ? w->fd_map[fd] : 0;
@@ -816,22 +838,8 @@ static void handle_upstream(struct worker *w, const struct snapshot *snap, int f
         }
         if (n == 0)
             return;
-        worker_count_kernel_drops(w, &w->rep_rx[w->n_rep + (unsigned)n - 1], &s->rxq_drops,
-                           SOCK_UPSTREAM);
-        unsigned first = w->n_rep;
-        uint64_t t = clock_mono_ns(); /* one clock read per receive batch */
-        if (first == 0)
-            w->rep_start_ns = t;
-        /* spec admin.md §4.1: jitter per upstream socket, the time since its previous
-           datagram (a batch's later datagrams are 0 apart) */
-        for (int k = 0; k < n; k++)
-            if (k > 0 || s->last_reply_ns)
-                geo_jitter(w->geo, DIR_WRITE, s->geo, k ? 0 : (int64_t)(t - s->last_reply_ns),
-                           t);
-        s->last_reply_ns = t;
-        w->n_rep += (unsigned)n;
-        for (unsigned i = first; i < w->n_rep; i++)
-            worker_process_write(w, snap, s, i);
+        /* one clock read per receive batch */
+        worker_take_replies(w, snap, s, (unsigned)n, clock_mono_ns());
         if ((unsigned)n < room)
             return;
     }

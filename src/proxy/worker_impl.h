@@ -183,6 +183,14 @@ void worker_process_game_batch(struct worker *w, const struct snapshot *snap, un
 void worker_process_write(struct worker *w, const struct snapshot *snap, struct session *s,
                           unsigned i);
 
+/* Counts and logs (rate-limited) a receive error on the game socket. */
+void worker_game_recv_error(struct worker *w, int err);
+
+/* The n replies just received on s's socket into rep_rx[n_rep...] at time t: kernel drops,
+ * jitter, then the write chain for each (worker_process_write). */
+void worker_take_replies(struct worker *w, const struct snapshot *snap, struct session *s,
+                         unsigned n, uint64_t t);
+
 /* Sends the staged replies (one sendmmsg on the game socket). */
 void worker_flush_replies(struct worker *w);
 

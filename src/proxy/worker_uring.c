@@ -43,21 +43,29 @@ bool worker_uring_setup(struct worker *w, bool required, struct err *e)
     return true;
 }
 
-/* io_uring: a game datagram into receive slot i, as recvmmsg would have written it. */
-static void take_game(struct worker *w, const struct uring_event *ev, unsigned i)
+/* A datagram into a batch slot (m, its payload buffer and its control buffer), as recvmmsg
+ * would have written it; the caller gives the buffer back. */
+static void take_datagram(const struct uring_event *ev, struct mmsghdr *m, void *payload,
+                          uint8_t *cmsg)
 {
-    struct mmsghdr *m = &w->rx_msgs[i];
     uint32_t len = ev->len < MAX_DGRAM ? ev->len : MAX_DGRAM;
-    memcpy(w->rx_iov[i].iov_base, ev->payload, len);
+    memcpy(payload, ev->payload, len);
     m->msg_len = ev->truncated ? MAX_DGRAM : len;
     m->msg_hdr.msg_flags = ev->truncated ? MSG_TRUNC : 0;
-    m->msg_hdr.msg_namelen =
-        ev->namelen < sizeof(w->rx_from[i]) ? ev->namelen : (socklen_t)sizeof(w->rx_from[i]);
-    memcpy(&w->rx_from[i], ev->name, m->msg_hdr.msg_namelen);
     m->msg_hdr.msg_controllen =
         ev->controllen < SOCK_RXQ_CMSG_SPACE ? ev->controllen : SOCK_RXQ_CMSG_SPACE;
     if (m->msg_hdr.msg_controllen)
-        memcpy(w->rx_cmsg[i], ev->control, m->msg_hdr.msg_controllen);
+        memcpy(cmsg, ev->control, m->msg_hdr.msg_controllen);
+}
+
+/* A game datagram into receive slot i, with its source address. */
+static void take_game(struct worker *w, const struct uring_event *ev, unsigned i)
+{
+    struct mmsghdr *m = &w->rx_msgs[i];
+    take_datagram(ev, m, w->rx_iov[i].iov_base, w->rx_cmsg[i]);
+    m->msg_hdr.msg_namelen =
+        ev->namelen < sizeof(w->rx_from[i]) ? ev->namelen : (socklen_t)sizeof(w->rx_from[i]);
+    memcpy(&w->rx_from[i], ev->name, m->msg_hdr.msg_namelen);
 }
 
 /* io_uring: a completion of a session socket's receive. Stale ones (the session ended, or
@@ -77,25 +85,10 @@ static void take_upstream(struct worker *w, const struct snapshot *snap,
     if (ev->has_data) {
         if (w->n_rep == RX_BATCH)
             worker_flush_replies(w);
-        unsigned i = w->n_rep++;
-        struct mmsghdr *m = &w->rep_rx[i];
-        uint32_t len = ev->len < MAX_DGRAM ? ev->len : MAX_DGRAM;
-        memcpy(w->rep_rx_iov[i].iov_base, ev->payload, len);
-        m->msg_len = ev->truncated ? MAX_DGRAM : len;
-        m->msg_hdr.msg_controllen =
-            ev->controllen < SOCK_RXQ_CMSG_SPACE ? ev->controllen : SOCK_RXQ_CMSG_SPACE;
-        if (m->msg_hdr.msg_controllen)
-            memcpy(w->rep_cmsg[i], ev->control, m->msg_hdr.msg_controllen);
+        unsigned i = w->n_rep;
+        take_datagram(ev, &w->rep_rx[i], w->rep_rx_iov[i].iov_base, w->rep_cmsg[i]);
         uring_release(w->ring, ev);
-        worker_count_kernel_drops(w, m, &s->rxq_drops, SOCK_UPSTREAM);
-        if (i == 0)
-            w->rep_start_ns = w->now_ns;
-        /* spec admin.md §4.1: jitter per upstream socket, at the turn's clock reading */
-        if (s->last_reply_ns)
-            geo_jitter(w->geo, DIR_WRITE, s->geo, (int64_t)(w->now_ns - s->last_reply_ns),
-                       w->now_ns);
-        s->last_reply_ns = w->now_ns;
-        worker_process_write(w, snap, s, i);
+        worker_take_replies(w, snap, s, 1, w->now_ns); /* the turn's clock reading */
     } else if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
         worker_count_upstream_error(w, s, -ev->res); /* e.g. ICMP port unreachable */
     }
@@ -126,18 +119,6 @@ static void rearm_listeners(struct worker *w)
         log_ratelimit_ok(&w->rl_arm, w->now_ns, &suppressed))
         LOG_WARN("proxy", "worker %u: cannot queue the %s socket's receive; retrying (%lu more)",
                  w->index, w->game_armed ? "QCMP" : "game", (unsigned long)suppressed);
-}
-
-/* io_uring: a completion of the game socket's receive that carried no datagram. */
-static void game_event(struct worker *w, const struct uring_event *ev)
-{
-    if (ev->res < 0 && ev->res != -ENOBUFS && ev->res != -ECANCELED) {
-        stat_add(&w->stats.game_recv_errors, 1);
-        uint64_t suppressed;
-        if (log_ratelimit_ok(&w->rl_game_recv, w->now_ns, &suppressed))
-            LOG_WARN("proxy", "worker %u: receive error on the game socket: %s (%lu more)",
-                     w->index, strerror(-ev->res), (unsigned long)suppressed);
-    }
 }
 
 /* One system call per turn: it submits the turn's re-arms and cancellations and waits for
@@ -181,8 +162,8 @@ void worker_uring_loop(struct worker *w)
                     worker_process_game_batch(w, snap, n_game);
                     n_game = 0;
                 }
-            } else {
-                game_event(w, &ev);
+            } else if (ev.res < 0 && ev.res != -ENOBUFS && ev.res != -ECANCELED) {
+                worker_game_recv_error(w, -ev.res);
             }
             if (!ev.more)
                 w->game_armed = uring_recv(w->ring, w->game_fd, ev.tag) == 0;
