@@ -49,41 +49,6 @@ fail:;
     return rc;
 }
 
-int sock_udp_connected(const struct addr *peer)
-{
-    int fd = new_dual_stack();
-    if (fd < 0)
-        return fd;
-    struct sockaddr_in6 sa;
-    addr_to_sin6(peer, &sa);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
-int sock_udp_connected_at(const struct addr *peer, uint16_t port)
-{
-    int fd = new_dual_stack();
-    if (fd < 0)
-        return fd;
-    int on = 1;
-    struct sockaddr_in6 local = {.sin6_family = AF_INET6, .sin6_port = htons(port),
-                                 .sin6_addr = IN6ADDR_ANY_INIT};
-    struct sockaddr_in6 sa;
-    addr_to_sin6(peer, &sa);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1 ||
-        bind(fd, (struct sockaddr *)&local, sizeof(local)) == -1 ||
-        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
 int sock_share_port(int fd, bool on)
 {
     int v = on;
@@ -97,6 +62,38 @@ int sock_udp_reconnect(int fd, const struct addr *peer)
     return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ? -errno : 0;
 }
 
+int sock_udp_connected(const struct addr *peer)
+{
+    int fd = new_dual_stack();
+    if (fd < 0)
+        return fd;
+    int rc = sock_udp_reconnect(fd, peer);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int sock_udp_connected_at(const struct addr *peer, uint16_t port)
+{
+    int fd = new_dual_stack();
+    if (fd < 0)
+        return fd;
+    struct sockaddr_in6 local = {.sin6_family = AF_INET6, .sin6_port = htons(port),
+                                 .sin6_addr = IN6ADDR_ANY_INIT};
+    int rc = sock_share_port(fd, true);
+    if (rc == 0 && bind(fd, (struct sockaddr *)&local, sizeof(local)) == -1)
+        rc = -errno;
+    if (rc == 0)
+        rc = sock_udp_reconnect(fd, peer);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
 #define DRAIN_MAX 64 /* datagrams read per pass while discarding a pooled socket's queue */
 
 int sock_udp_disconnect(int fd)
@@ -104,14 +101,13 @@ int sock_udp_disconnect(int fd)
     struct sockaddr none = {.sa_family = AF_UNSPEC};
     if (connect(fd, &none, sizeof(none)) == -1)
         return -errno;
-    /* unhashed now: nothing new arrives, so a bounded number of passes empties the queue */
-    static __thread uint8_t sink[DRAIN_MAX][1];
+    /* an automatic port is released now, so nothing new arrives and a bounded number of
+       passes empties the queue (sockets bound to a shared port are never pooled) */
+    static __thread uint8_t sink; /* every datagram is truncated into the same byte */
     struct mmsghdr m[DRAIN_MAX];
-    struct iovec iov[DRAIN_MAX];
-    for (unsigned i = 0; i < DRAIN_MAX; i++) {
-        iov[i] = (struct iovec){sink[i], sizeof(sink[i])};
-        m[i].msg_hdr = (struct msghdr){.msg_iov = &iov[i], .msg_iovlen = 1};
-    }
+    struct iovec iov = {&sink, 1};
+    for (unsigned i = 0; i < DRAIN_MAX; i++)
+        m[i].msg_hdr = (struct msghdr){.msg_iov = &iov, .msg_iovlen = 1};
     for (unsigned pass = 0; pass < 1024; pass++) {
         int n = recvmmsg(fd, m, DRAIN_MAX, MSG_DONTWAIT, NULL);
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))

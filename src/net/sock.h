@@ -29,8 +29,8 @@ int sock_udp_connected(const struct addr *peer);
 int sock_udp_connected_at(const struct addr *peer, uint16_t port);
 
 /* Turns SO_REUSEADDR on (or off) on a bound socket so that sock_udp_connected_at may share
- * its port. Sockets that get their port from connect() must have it off until then: an
- * automatic port is never one a SO_REUSEADDR socket holds only when this one lacks it.
+ * its port. Keep it off until connect() has chosen the port: with SO_REUSEADDR on, the
+ * kernel may hand out an automatic port that another SO_REUSEADDR socket already holds.
  * 0 or -errno. */
 int sock_share_port(int fd, bool on);
 
